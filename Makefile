@@ -1,0 +1,35 @@
+# The entry points the README names.  `make demo` and `make test` set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job on the bundled sample captures (real data, see tests/data/PROVENANCE.md).
+demo: $(STAMP)
+	$(BIN)/retape audit tests/data/samples --out retape-out
+
+## The whole test suite (real Redis at REDIS_URL or 127.0.0.1:6379 where a test needs one).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Throughput against a plain sortedcontainers rebuild measured in the same run.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf retape-out bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,178 @@
+"""Benchmark: end-to-end audit of Binance USD-M depth against a plain sortedcontainers rebuild.
+
+Both sides read the same gzip capture built from the real hftbacktest USD-M BTCUSDT file
+(its REST snapshot and depth diffs, continued ``--copies`` times with shifted ids and
+times so the pu chain runs unbroken), parse every line, check continuity, maintain the
+book, check values and crossing after every message and keep latency/drift statistics.
+The baseline keeps each side in a ``SortedDict`` keyed by float price; retape uses
+:mod:`shared.book`.  Printed: level updates per second for each and their ratio.  Then
+the memory check: peak RSS of an audit of the capture and of one ten times longer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "tests" / "data" / "hftbacktest" / "usdm" / "btcusdt_20240808.gz"
+OUT = ROOT / "bench" / "out"
+
+
+def build_capture(copies: int, dest: Path) -> tuple[int, int, float]:
+    """Write the benchmark capture; return (depth messages, level updates, seconds it spans)."""
+    snapshot: bytes | None = None
+    diffs: list[tuple[int, dict]] = []
+    last_id = None
+    with gzip.open(SOURCE, "rb") as fh:
+        for line in fh:
+            ts, _, raw = line.rstrip(b"\n").partition(b" ")
+            if b"lastUpdateId" in raw[:20]:
+                snapshot = line
+                last_id = orjson.loads(raw)["lastUpdateId"]
+                continue
+            if b"@depth" not in raw[:40] or last_id is None:
+                continue
+            obj = orjson.loads(raw)
+            if obj["data"]["u"] < last_id:
+                continue
+            diffs.append((int(ts), obj))
+    assert snapshot is not None and diffs
+    first_pu = diffs[0][1]["data"]["pu"]
+    last_u = diffs[-1][1]["data"]["u"]
+    id_step = last_u - first_pu
+    ns_step = diffs[-1][0] - diffs[0][0] + 1_000_000
+    messages = levels = 0
+    with gzip.open(dest, "wb", compresslevel=1) as out:
+        out.write(snapshot)
+        for k in range(copies):
+            for ts, obj in diffs:
+                d = dict(obj["data"])
+                if k:
+                    d["U"] += k * id_step
+                    d["u"] += k * id_step
+                    d["pu"] += k * id_step
+                    d["E"] += k * ns_step // 1_000_000
+                    d["T"] += k * ns_step // 1_000_000
+                out.write(b"%d " % (ts + k * ns_step) + orjson.dumps({"stream": obj["stream"], "data": d}) + b"\n")
+                messages += 1
+                levels += len(d["b"]) + len(d["a"])
+    return messages, levels, copies * ns_step / 1e9
+
+
+def baseline(path: Path) -> int:
+    """A plain rebuild: SortedDict per side, the same checks; returns crossed episodes."""
+    from sortedcontainers import SortedDict
+
+    from shared.checks.timing import Timing
+
+    inf = float("inf")
+    bids: SortedDict = SortedDict()
+    asks: SortedDict = SortedDict()
+    timing = Timing(100.0)
+    last = None
+    crossed = False
+    episodes = gaps = invalid = 0
+    with gzip.open(path, "rb") as fh:
+        for line in fh:
+            ts, _, raw = line.partition(b" ")
+            obj = orjson.loads(raw)
+            d = obj.get("data")
+            if d is None:
+                for side, levels in ((bids, obj["bids"]), (asks, obj["asks"])):
+                    side.clear()
+                    for p, q in levels:
+                        side[float(p)] = q
+                last = obj["lastUpdateId"]
+                continue
+            if last is not None and d["pu"] != last:
+                gaps += 1
+            last = d["u"]
+            for side, levels in ((bids, d["b"]), (asks, d["a"])):
+                for p, q in levels:
+                    k = float(p)
+                    fq = float(q)
+                    if not (0.0 < k < inf) or not (0.0 <= fq < inf):
+                        invalid += 1
+                        continue
+                    if fq == 0.0:
+                        side.pop(k, None)
+                    else:
+                        side[k] = q
+            timing.check(int(ts) // 1000, d["E"] * 1000)
+            if bids and asks and bids.peekitem(-1)[0] >= asks.peekitem(0)[0]:
+                if not crossed:
+                    episodes += 1
+                crossed = True
+            else:
+                crossed = False
+    return episodes
+
+
+def retape(path: Path) -> int:
+    from shared.auditors import AuditConfig
+    from shared.engine import Engine
+
+    outcome = Engine(AuditConfig()).run([str(path)])
+    return sum(s.faults["crossed_book"] for s in outcome.streams)
+
+
+def timed(fn, path: Path, repeat: int) -> float:
+    best = inf_time = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(path)
+        best = min(best, time.perf_counter() - t)
+    return best if best < inf_time else 0.0
+
+
+def peak_rss_mb(path: Path) -> float:
+    code = (
+        "import sys, resource; sys.path.insert(0, %r)\n"
+        "from shared.engine import Engine; from shared.auditors import AuditConfig\n"
+        "Engine(AuditConfig()).run([%r])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    ) % (str(ROOT), str(path))
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=4, help="how many times the capture is continued")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each side (best is kept)")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    capture = OUT / f"usdm_depth_x{args.copies}.gz"
+    messages, levels, span_s = build_capture(args.copies, capture)
+    print(f"input: {capture.relative_to(ROOT)}: {messages} depth messages, {levels} level updates")
+    t_base = timed(baseline, capture, args.repeat)
+    t_ours = timed(retape, capture, args.repeat)
+    base_rate = levels / t_base / 1e6
+    ours_rate = levels / t_ours / 1e6
+    print(f"baseline (sortedcontainers): {t_base:7.3f} s  {base_rate:5.2f} M level updates/s")
+    print(f"retape audit engine:         {t_ours:7.3f} s  {ours_rate:5.2f} M level updates/s")
+    print(f"ratio retape/baseline: {ours_rate / base_rate:.2f}x  (target: retape >= 1.5 M/s)")
+    day_levels = levels / span_s * 86_400
+    print(f"a day of this stream (~{day_levels / 1e6:.0f} M level updates) at this rate: "
+          f"{day_levels / (ours_rate * 1e6):.0f} s on one core")
+    if not args.skip_memory:
+        small = OUT / "usdm_depth_x1.gz"
+        large = OUT / "usdm_depth_x10.gz"
+        build_capture(1, small)
+        build_capture(10, large)
+        rss_small = peak_rss_mb(small)
+        rss_large = peak_rss_mb(large)
+        print(f"memory: peak RSS {rss_small:.0f} MB (x1) vs {rss_large:.0f} MB (x10): ratio {rss_large / rss_small:.2f}"
+              " (target <= ~2)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The ``retape`` command line (see ``specs/cli-contract.md``).
+
+Every command prints one clear line and exits 2 on a usage error or an unreadable path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import orjson
+
+from shared.auditors import AuditConfig
+from shared.errors import InputError, RetapeError, UsageError
+from shared.formats.timestamps import iso_to_us
+
+EXIT_OK = 0
+EXIT_BELOW_THRESHOLD = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"retape: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number: {text!r}")
+    return value
+
+
+def parse_time(text: str) -> int:
+    """ISO-8601 (UTC, ``Z``) or integer epoch microseconds."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return iso_to_us(text.encode())
+    except (ValueError, UnicodeEncodeError):
+        raise UsageError(f"--at: not an ISO-8601 UTC time or epoch microseconds: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="retape", description="Rebuild and audit historical crypto-exchange market data.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    audit = sub.add_parser("audit", help="audit captures: faults, integrity scores, rebuilt books")
+    audit.add_argument("paths", nargs="+", metavar="PATH", help="capture files or directories (recursed)")
+    audit.add_argument("--out", default="retape-out", metavar="DIR", help="output directory (default ./retape-out)")
+    audit.add_argument("--drift-ms", type=_non_negative_float, default=100.0, help="timestamp drift threshold")
+    audit.add_argument("--reorder-window", type=_positive_int, default=64, metavar="N",
+                       help="messages held back to repair reordering (default 64)")
+    audit.add_argument("--fail-under", type=_non_negative_float, metavar="SCORE",
+                       help="exit 1 when a stream's integrity score is below SCORE")
+    audit.add_argument("--book-interval", type=_positive_int, default=60_000, metavar="MS",
+                       help="write the rebuilt book every MS of receive time (0: never; default 60000)")
+    audit.add_argument("--book-depth", type=_positive_int, default=25, metavar="N", help="levels per side in book CSVs")
+    audit.add_argument("--no-progress", action="store_true", help="print no progress (the summary is still printed)")
+    audit.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    book = sub.add_parser("book", help="print the rebuilt book of one stream at a point in time")
+    book.add_argument("paths", nargs="+", metavar="PATH")
+    book.add_argument("--exchange", required=True, help="Tardis exchange id, e.g. binance-futures")
+    book.add_argument("--symbol", required=True)
+    book.add_argument("--at", required=True, help="ISO-8601 UTC time or epoch microseconds")
+    book.add_argument("--depth", type=_positive_int, default=25)
+    book.add_argument("--reorder-window", type=_positive_int, default=64, metavar="N")
+
+    checksum = sub.add_parser("checksum", help="print the checksum an exchange would send for a book")
+    checksum.add_argument("--exchange", required=True, help="okex*, bitfinex, kraken or ftx*")
+    checksum.add_argument("file", nargs="?", metavar="FILE", help="JSON book (default: standard input)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "audit":
+            return cmd_audit(args)
+        if args.command == "book":
+            return cmd_book(args)
+        if args.command == "checksum":
+            return cmd_checksum(args)
+    except (UsageError, InputError) as exc:
+        print(f"retape: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RetapeError as exc:
+        print(f"retape: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("retape: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+def _check_paths(paths: Sequence[str]) -> None:
+    for p in paths:
+        if not os.path.exists(p):
+            raise InputError(p, "no such file or directory")
+        if not os.access(p, os.R_OK):
+            raise InputError(p, "not readable")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from shared.engine import Engine
+    from shared.report import BookCsvWriter, write_outputs
+
+    _check_paths(args.paths)
+    cfg = AuditConfig(
+        drift_ms=args.drift_ms,
+        reorder_window=args.reorder_window,
+        book_interval_us=args.book_interval * 1000,
+        book_depth=args.book_depth,
+    )
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot create ({exc.strerror})") from None
+    for stale in _stale_book_files(args.out):
+        os.remove(stale)
+    books = BookCsvWriter(args.out, cfg.book_depth)
+    try:
+        outcome = Engine(cfg, books).run(args.paths)
+    finally:
+        books.close()
+    report = write_outputs(outcome, args.out)
+    if not args.quiet:
+        print_summary(report, args.out)
+    if args.fail_under is not None:
+        below = [s for s in report["streams"] if s["integrity_score"] < args.fail_under]
+        if below:
+            if not args.quiet:
+                print(f"{len(below)} stream(s) score below {args.fail_under:g}")
+            return EXIT_BELOW_THRESHOLD
+    return EXIT_OK
+
+
+def _stale_book_files(out_dir: str) -> list[str]:
+    """Book CSVs of an earlier run in the same directory (rewritten, never appended to)."""
+    from shared.report import BOOKS_DIR
+
+    d = os.path.join(out_dir, BOOKS_DIR)
+    if not os.path.isdir(d):
+        return []
+    return [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".csv")]
+
+
+def print_summary(report: dict[str, Any], out_dir: str) -> None:
+    inputs = report["inputs"]
+    lines_total = sum(i["lines"] for i in inputs)
+    print(f"retape audit: {len(inputs)} input file(s), {lines_total} lines, {report['malformed']} malformed")
+    for i in inputs:
+        if i.get("error"):
+            print(f"  skipped {i['path']}: {i['error']}")
+    streams = report["streams"]
+    if not streams:
+        print("  no market-data streams found")
+    width = max((len(f"{s['exchange']} {s['symbol']} {s['channel']}") for s in streams), default=20)
+    for s in streams:
+        name = f"{s['exchange']} {s['symbol']} {s['channel']}"
+        faults = ", ".join(f"{k} {v}" for k, v in s["faults"].items() if v)
+        print(f"  {name:<{width}}  {s['messages']:>9} msgs  score {s['integrity_score']:6.2f}  {faults or 'clean'}")
+    print(f"results in {out_dir}/ (report.json, audit/records.jsonl, audit/MANIFEST, books/)")
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    from shared.engine import rebuild_book
+
+    _check_paths(args.paths)
+    at = parse_time(args.at)
+    cfg = AuditConfig(reorder_window=args.reorder_window)
+    result = rebuild_book(args.paths, args.exchange, args.symbol, at, depth=args.depth, cfg=cfg)
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return EXIT_OK
+
+
+def cmd_checksum(args: argparse.Namespace) -> int:
+    from shared.checksums import book_checksum
+
+    if args.file:
+        _check_paths([args.file])
+        with open(args.file, "rb") as fh:
+            data = fh.read()
+    else:
+        data = sys.stdin.buffer.read()
+    try:
+        book = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"the book is not valid JSON: {exc}") from None
+    if not isinstance(book, dict) or not isinstance(book.get("bids", []), list) or not isinstance(book.get("asks", []), list):
+        raise UsageError('the book must be {"bids": [[price, qty], ...], "asks": [...]}')
+    print(book_checksum(args.exchange, book.get("bids", []), book.get("asks", [])))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

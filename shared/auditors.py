@@ -1,0 +1,399 @@
+"""Per-stream auditors: feed normalized events in arrival order, read findings and counts.
+
+One auditor holds one stream's whole state (book, sequencer, clocks), so a worker can
+audit a segment of a stream on its own and hand back a :class:`StreamResult`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.book import Book, differences
+from shared.checks.funding import FundingCheck
+from shared.checks.timing import Timing
+from shared.exchanges.base import VenueRules
+from shared.model import FAULT_KINDS, BookMsg, Fault, Finding, FundingMsg, Gap, StreamKey, TradeMsg
+from shared.numbers import INVALID, classify_qty, is_valid_price
+from shared.sequencing import Increasing, Sequencer, Step
+
+# Diffs kept while waiting for a snapshot to bridge onto.
+EARLY_LIMIT = 4096
+
+# Book states.
+UNKNOWN = 0  # no snapshot yet, or after a disconnect
+BRIDGING = 1  # holding a REST snapshot, waiting for the diff that continues it
+LIVE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    drift_ms: float = 100.0
+    reorder_window: int = 64
+    book_interval_us: int = 0  # 0: no periodic book output
+    book_depth: int = 25
+
+
+BookSink = Callable[[StreamKey, int, int | None, Book], None]
+
+
+@dataclass(slots=True)
+class StreamResult:
+    key: StreamKey
+    messages: int = 0
+    faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
+    gaps: list[Gap] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    latency_ms: dict[str, float] | None = None
+    # Messages read but not applied for a reason that is not a fault.
+    notes: dict[str, int] = field(default_factory=dict)
+
+
+class _Auditor:
+    def __init__(self, key: StreamKey, rules: VenueRules, cfg: AuditConfig) -> None:
+        self.key = key
+        self.rules = rules
+        self.cfg = cfg
+        self.result = StreamResult(key)
+        self.timing = Timing(cfg.drift_ms)
+
+    def _find(self, fault: str, path: str, line: int, local_us: int | None, **detail: Any) -> None:
+        r = self.result
+        r.faults[fault] += 1
+        r.findings.append(Finding(self.key, fault, path, line, local_us, detail))
+
+    def _note(self, what: str) -> None:
+        notes = self.result.notes
+        notes[what] = notes.get(what, 0) + 1
+
+    def _clock(self, local_us: int | None, exch_us: int | None, path: str, line: int) -> None:
+        drift = self.timing.check(local_us, exch_us)
+        if drift is not None:
+            self._find(Fault.TIMESTAMP_DRIFT, path, line, local_us, **drift)
+
+    def _gap(self, gap: Gap, path: str, line: int, local_us: int | None) -> None:
+        self.result.gaps.append(gap)
+        self._find(Fault.GAP, path, line, local_us, after=gap.after, before=gap.before, missing=gap.missing)
+
+    def finish(self) -> StreamResult:
+        self.result.latency_ms = self.timing.latency_ms()
+        return self.result
+
+
+class BookAuditor(_Auditor):
+    """Rebuilds one book and checks continuity, values, checksums, crossing and snapshots."""
+
+    def __init__(
+        self, key: StreamKey, rules: VenueRules, cfg: AuditConfig, sink: BookSink | None = None
+    ) -> None:
+        super().__init__(key, rules, cfg)
+        self.book = Book()
+        self.rule = rules.book_rule
+        self.seq: Sequencer | None = Sequencer(rules.book_rule, cfg.reorder_window) if rules.book_rule.has_ids else None
+        self.state = UNKNOWN
+        self.safe = False
+        self.crossed = False
+        self.snapshot_id: int | None = None
+        self.deltas_since_snapshot = 0
+        self.recent_raw: deque[bytes] = deque()
+        self.recent_raw_set: set[bytes] = set()
+        self.last_local_us: int | None = None
+        self.sink = sink
+        self.next_emit_us = 0
+        # Diffs received before the snapshot that opens them (Binance: the stream is
+        # subscribed first, the REST snapshot fetched after), replayed when it arrives.
+        self.early: deque[BookMsg] = deque()
+
+    # -- input -----------------------------------------------------------------------
+
+    def feed(self, m: BookMsg) -> None:
+        self.result.messages += 1
+        if m.snapshot or m.reset:
+            self._snapshot(m)
+            return
+        state = self.state
+        if state == LIVE:
+            seq = self.seq
+            if seq is None:
+                if m.raw is not None and self._repeat(m.raw):
+                    self._find(Fault.DUPLICATE, m.path, m.line, m.local_us)
+                    return
+                self._apply(m)
+                return
+            last = seq.last
+            if last is not None and not seq.pending and self.rule.follows(last, m):
+                seq.last = m.last_id
+                self._apply(m)
+                return
+            steps, reason = seq.offer(m, self.result.messages)
+            if reason == "duplicate":
+                self._find(Fault.DUPLICATE, m.path, m.line, m.local_us, last_id=m.last_id)
+            elif reason == "late":
+                self._find(
+                    Fault.OUT_OF_ORDER, m.path, m.line, m.local_us, last_id=m.last_id,
+                    applied=False, reason="arrived after the reorder window closed the gap",
+                )
+            self._steps(steps)
+        elif state == BRIDGING:
+            self._bridge(m)
+        else:
+            early = self.early
+            early.append(m)
+            if len(early) > EARLY_LIMIT:
+                early.popleft()
+                self._note("before_snapshot")
+
+    def disconnect(self, path: str, line: int, local_us: int | None) -> None:
+        if self.seq is not None:
+            self._steps(self.seq.flush())
+        self._find(Fault.DISCONNECT, path, line, local_us)
+        self.state = UNKNOWN
+        self.safe = False
+
+    def finish(self) -> StreamResult:
+        if self.seq is not None:
+            self._steps(self.seq.flush())
+        self._drop_early()
+        return super().finish()
+
+    def _drop_early(self) -> None:
+        for _ in self.early:
+            self._note("before_snapshot")
+        self.early.clear()
+
+    # -- sequencing ------------------------------------------------------------------
+
+    def _steps(self, steps: list[Step]) -> None:
+        for s in steps:
+            m = s.msg
+            if s.skip is not None:
+                self._find(Fault.DUPLICATE, m.path, m.line, m.local_us, last_id=m.last_id)
+                continue
+            if s.gap is not None:
+                self._gap(s.gap, m.path, m.line, m.local_us)
+                self.safe = False
+            if s.late:
+                self._find(Fault.OUT_OF_ORDER, m.path, m.line, m.local_us, last_id=m.last_id, applied=True)
+            self._apply(m)
+
+    def _bridge(self, m: BookMsg) -> None:
+        rule = self.rule
+        snap = self.snapshot_id
+        assert snap is not None and self.seq is not None
+        if rule.stale(snap, m):
+            self._note("before_snapshot")
+            return
+        self.state = LIVE
+        self.seq.reset(m.last_id)
+        if not rule.bridges(snap, m):
+            self._gap(Gap(after=snap, before=rule.first(m), missing=rule.missing(snap, m)), m.path, m.line, m.local_us)
+            self.safe = False
+        self._apply(m)
+
+    def _repeat(self, raw: bytes) -> bool:
+        seen = self.recent_raw_set
+        if raw in seen:
+            return True
+        recent = self.recent_raw
+        recent.append(raw)
+        seen.add(raw)
+        if len(recent) > self.cfg.reorder_window:
+            seen.discard(recent.popleft())
+        return False
+
+    # -- applying --------------------------------------------------------------------
+
+    def _snapshot(self, m: BookMsg) -> None:
+        seq = self.seq
+        if seq is not None and seq.pending:
+            self._steps(seq.flush())
+        if m.bridge:
+            if self.state == LIVE and self.safe and seq is not None:
+                if seq.last == m.last_id:
+                    self._compare(m)
+                self._note("snapshot_while_live")
+                return
+            bad = self.book.reset(m.bids, m.asks)
+            self.state = BRIDGING
+            self.snapshot_id = m.last_id
+            self.safe = True
+            self.crossed = False
+            self.deltas_since_snapshot = 0
+            self._after(m, bad)
+            early = list(self.early)
+            self.early.clear()
+            for e in early:
+                if self.state == BRIDGING:
+                    self._bridge(e)
+                else:
+                    self.result.messages -= 1  # counted when it arrived
+                    self.feed(e)
+            return
+        self._drop_early()
+        if self.state == LIVE and self.safe and self.deltas_since_snapshot:
+            self._compare(m)
+        bad = self.book.reset(m.bids, m.asks)
+        self.state = LIVE
+        self.safe = True
+        self.crossed = False
+        self.deltas_since_snapshot = 0
+        if seq is not None:
+            seq.reset(m.last_id)
+        self._after(m, bad)
+
+    def _compare(self, m: BookMsg) -> None:
+        diffs = differences(self.book, m.bids, m.asks)
+        if diffs:
+            self._find(Fault.SNAPSHOT_MISMATCH, m.path, m.line, m.local_us, levels=len(diffs), first=diffs[:5])
+
+    def _apply(self, m: BookMsg) -> None:
+        book = self.book
+        bad = book.bids.apply(m.bids)
+        bad_asks = book.asks.apply(m.asks)
+        if bad_asks:
+            bad = (bad or []) + bad_asks
+        self.deltas_since_snapshot += 1
+        self._after(m, bad)
+
+    def _after(self, m: BookMsg, bad: list[Any] | None) -> None:
+        book = self.book
+        if m.depth is not None:
+            book.bids.trim(m.depth)
+            book.asks.trim(m.depth)
+        if m.exch_us is not None:
+            self._clock(m.local_us, m.exch_us, m.path, m.line)
+        if bad:
+            for level in bad:
+                self._find(Fault.INVALID_VALUE, m.path, m.line, m.local_us, level=_jsonable(level))
+            self.safe = False
+        if self.safe:
+            checksum = self.rules.checksum
+            if m.checksum is not None and checksum is not None:
+                got = checksum(book)
+                if got != m.checksum:
+                    self._find(Fault.CHECKSUM_MISMATCH, m.path, m.line, m.local_us, expected=m.checksum, computed=got)
+                    self.safe = False
+            if self.safe:
+                if book.crossed():
+                    if not self.crossed:
+                        self.crossed = True
+                        bb, ba = book.bids.best(), book.asks.best()
+                        self._find(
+                            Fault.CROSSED_BOOK, m.path, m.line, m.local_us,
+                            best_bid=_jsonable(bb[0] if bb else None), best_ask=_jsonable(ba[0] if ba else None),
+                        )
+                else:
+                    self.crossed = False
+        local = m.local_us
+        if local is not None:
+            self.last_local_us = local
+            sink = self.sink
+            if sink is not None and local >= self.next_emit_us:
+                interval = self.cfg.book_interval_us
+                self.next_emit_us = (local // interval + 1) * interval
+                if self.safe:
+                    sink(self.key, local, m.exch_us, book)
+                else:
+                    self._note("book_rows_withheld_unsafe")
+
+
+class TradeAuditor(_Auditor):
+    """Checks trade ids (gaps, duplicates, reordering) and values."""
+
+    def __init__(self, key: StreamKey, rules: VenueRules, cfg: AuditConfig) -> None:
+        super().__init__(key, rules, cfg)
+        self.rule = rules.trade_rule
+        self.seqs: dict[str, Sequencer] = {}
+        self.recent: deque[Any] = deque()
+        self.recent_set: set[Any] = set()
+
+    def feed(self, t: TradeMsg) -> None:
+        self.result.messages += 1
+        rule = self.rule
+        if not rule.has_ids or not isinstance(t.trade_id, int):
+            if t.trade_id is not None and self._repeat((t.series, t.trade_id)):
+                self._find(Fault.DUPLICATE, t.path, t.line, t.local_us, trade_id=t.trade_id)
+                return
+            self._apply(t)
+            return
+        if isinstance(rule, Increasing):
+            self._increasing(t)
+            return
+        seq = self.seqs.get(t.series)
+        if seq is None:
+            seq = self.seqs[t.series] = Sequencer(rule, self.cfg.reorder_window)
+        last = seq.last
+        if last is not None and not seq.pending and rule.follows(last, t):
+            seq.last = t.trade_id
+            self._apply(t)
+            return
+        steps, reason = seq.offer(t, self.result.messages)
+        if reason == "duplicate":
+            self._find(Fault.DUPLICATE, t.path, t.line, t.local_us, trade_id=t.trade_id)
+        elif reason == "late":
+            self._find(Fault.OUT_OF_ORDER, t.path, t.line, t.local_us, trade_id=t.trade_id, applied=False)
+        self._steps(steps)
+
+    def _increasing(self, t: TradeMsg) -> None:
+        if self._repeat((t.series, t.trade_id)):
+            self._find(Fault.DUPLICATE, t.path, t.line, t.local_us, trade_id=t.trade_id)
+            return
+        seq = self.seqs.get(t.series)
+        if seq is None:
+            seq = self.seqs[t.series] = Sequencer(self.rule, 0)
+        if seq.last is not None and t.trade_id < seq.last:  # type: ignore[operator]
+            self._find(Fault.OUT_OF_ORDER, t.path, t.line, t.local_us, trade_id=t.trade_id, applied=True)
+        else:
+            seq.last = t.trade_id  # type: ignore[assignment]
+        self._apply(t)
+
+    def _steps(self, steps: list[Step]) -> None:
+        for s in steps:
+            t = s.msg
+            if s.skip is not None:
+                self._find(Fault.DUPLICATE, t.path, t.line, t.local_us, trade_id=t.trade_id)
+                continue
+            if s.gap is not None:
+                self._gap(s.gap, t.path, t.line, t.local_us)
+            if s.late:
+                self._find(Fault.OUT_OF_ORDER, t.path, t.line, t.local_us, trade_id=t.trade_id, applied=True)
+            self._apply(t)
+
+    def _repeat(self, ident: Any) -> bool:
+        if ident in self.recent_set:
+            return True
+        self.recent.append(ident)
+        self.recent_set.add(ident)
+        if len(self.recent) > max(self.cfg.reorder_window, 1) * 16:
+            self.recent_set.discard(self.recent.popleft())
+        return False
+
+    def _apply(self, t: TradeMsg) -> None:
+        self._clock(t.local_us, t.exch_us, t.path, t.line)
+        if not is_valid_price(t.price) or classify_qty(t.qty) == INVALID:
+            self._find(Fault.INVALID_VALUE, t.path, t.line, t.local_us, price=_jsonable(t.price), qty=_jsonable(t.qty))
+
+
+class FundingAuditor(_Auditor):
+    def __init__(self, key: StreamKey, rules: VenueRules, cfg: AuditConfig) -> None:
+        super().__init__(key, rules, cfg)
+        self.check = FundingCheck(rules.funding_interval_us, rules.funding_cap)
+
+    def feed(self, f: FundingMsg) -> None:
+        self.result.messages += 1
+        self._clock(f.local_us, f.exch_us, f.path, f.line)
+        for fault, detail in self.check.check(f.funding_time_us, f.rate):
+            self._find(fault, f.path, f.line, f.local_us, **detail)
+
+
+def _jsonable(value: Any) -> Any:
+    """Values for finding details: text stays text; anything odd becomes its repr."""
+    if value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)
+    return repr(value)

@@ -1,0 +1,309 @@
+"""An exact L2 order book tuned for replaying millions of level updates.
+
+Each side is a ``dict`` from price text to quantity text (exactly as the exchange sent
+them), plus a lazy heap of exact numeric keys (see :mod:`shared.numbers`) that gives the
+best level in O(1) amortised and the top N levels by a best-first walk of the heap.
+A price written two ways ("7.61" and "7.6100") is one level: the value-to-text map
+catches the alias when a new text appears.
+
+Validation is cached per distinct text: real streams repeat a small set of quantity and
+price strings, so the hot path is two dict look-ups per level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from heapq import heapify, heappop, heappush
+from typing import Any
+
+from shared.numbers import INVALID, POSITIVE, ZERO, as_text, classify_qty, order_key
+
+Key = float | int | Decimal
+_MISSING = object()
+_CACHE_LIMIT = 400_000
+
+# Shared validation caches (text -> class / exact key); bounded so memory stays flat.
+_QTY_CLASS: dict[Any, int] = {}
+_PRICE_KEY: dict[Any, Any] = {}
+
+
+def _qty_class(q: Any) -> int:
+    try:
+        c = _QTY_CLASS.get(q)
+    except TypeError:  # unhashable: not a number at all
+        return INVALID
+    if c is None:
+        if len(_QTY_CLASS) > _CACHE_LIMIT:
+            _QTY_CLASS.clear()
+        c = _QTY_CLASS[q] = classify_qty(q)
+    return c
+
+
+def price_key(p: Any) -> Any:
+    """Exact key of a price text, or None when the price is not a positive finite decimal."""
+    try:
+        k = _PRICE_KEY.get(p, _MISSING)
+    except TypeError:
+        return None
+    if k is _MISSING:
+        if len(_PRICE_KEY) > _CACHE_LIMIT:
+            _PRICE_KEY.clear()
+        k = order_key(p)
+        if k is not None and k <= 0:
+            k = None
+        _PRICE_KEY[p] = k
+    return k
+
+
+class Side:
+    """One side of a book. ``bid`` sides keep negated keys in their heap."""
+
+    __slots__ = ("_heap", "_sign", "_text_of", "bid", "levels")
+
+    def __init__(self, bid: bool) -> None:
+        self.bid = bid
+        self._sign = -1 if bid else 1
+        self.levels: dict[Any, Any] = {}
+        self._heap: list[Any] = []
+        self._text_of: dict[Any, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    # -- updates ---------------------------------------------------------------------
+
+    def apply(self, levels: Iterable[Any]) -> list[Any] | None:
+        """Apply ``[price, qty]`` levels; return the invalid ones (not applied), or None."""
+        try:
+            return self._apply_fast(levels)
+        except (TypeError, ValueError):
+            # A level of the wrong shape or type.  Replaying is idempotent: the levels
+            # already applied are set again to the same values.
+            return self._apply_checked(levels)
+
+    def _apply_fast(self, levels: Iterable[Any]) -> list[Any] | None:
+        # The hot loop of the whole engine: everything it needs is a local.
+        d = self.levels
+        text_of = self._text_of
+        heap = self._heap
+        bid = self.bid
+        qclass = _QTY_CLASS
+        pget = _PRICE_KEY.get
+        missing = _MISSING
+        bad: list[Any] | None = None
+        for p, q in levels:
+            try:
+                c = qclass[q]
+            except KeyError:
+                c = _qty_class(q)
+            if c == POSITIVE:
+                if p in d:
+                    d[p] = q
+                    continue
+                # A price text the book does not hold: validate it, catch an alias.
+                k = pget(p, missing)
+                if k is missing:
+                    k = price_key(p)
+                if k is None:
+                    if bad is None:
+                        bad = []
+                    bad.append([p, q])
+                    continue
+                other = text_of.get(k)
+                if other is not None and other in d:
+                    d[other] = q  # the same price written another way
+                else:
+                    d[p] = q
+                    text_of[k] = p
+                    heappush(heap, -k if bid else k)
+            elif c == ZERO:
+                if d.pop(p, missing) is missing:
+                    # Deleting a level the book does not hold (common: outside its depth).
+                    k = pget(p, missing)
+                    if k is missing:
+                        k = price_key(p)
+                    if k is None:
+                        if bad is None:
+                            bad = []
+                        bad.append([p, q])
+                        continue
+                    other = text_of.get(k)
+                    if other is not None and other != p:
+                        d.pop(other, None)
+            else:
+                if bad is None:
+                    bad = []
+                bad.append([p, q])
+        if len(heap) > 4 * len(d) + 1024:
+            self._compact()
+        return bad
+
+    def _apply_checked(self, levels: Iterable[Any]) -> list[Any] | None:
+        bad: list[Any] = []
+        try:
+            items = list(levels)
+        except TypeError:
+            return [levels]
+        for level in items:
+            if not isinstance(level, (list, tuple)) or len(level) < 2:
+                bad.append(level)
+                continue
+            try:
+                got = self._apply_fast([level[:2]])
+            except (TypeError, ValueError):
+                got = [level]
+            if got:
+                bad.extend(got)
+        return bad or None
+
+    def _compact(self) -> None:
+        """Drop heap entries and key texts of levels that are gone."""
+        d = self.levels
+        text_of = {k: p for k, p in self._text_of.items() if p in d}
+        self._text_of = text_of
+        self._heap = [-k for k in text_of] if self.bid else list(text_of)
+        heapify(self._heap)
+
+    def clear(self) -> None:
+        self.levels = {}
+        self._heap = []
+        self._text_of = {}
+
+    def replace(self, levels: Iterable[Any]) -> list[Any] | None:
+        self.clear()
+        return self.apply(levels)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def best_key(self) -> Any:
+        """Exact key of the best price, or None for an empty side."""
+        h = self._heap
+        text_of = self._text_of
+        d = self.levels
+        sign = self._sign
+        while h:
+            k = h[0] * sign
+            t = text_of.get(k)
+            if t is not None and t in d:
+                return k
+            heappop(h)
+        return None
+
+    def best(self) -> tuple[Any, Any] | None:
+        k = self.best_key()
+        if k is None:
+            return None
+        t = self._text_of[k]
+        return t, self.levels[t]
+
+    def top(self, n: int) -> list[tuple[Any, Any]]:
+        """The best ``n`` levels, best first, as (price text, qty text)."""
+        h = self._heap
+        out: list[tuple[Any, Any]] = []
+        if not h or n <= 0:
+            return out
+        d = self.levels
+        text_of = self._text_of
+        sign = self._sign
+        size = len(h)
+        frontier: list[tuple[Any, int]] = [(h[0], 0)]
+        last_key: Any = _MISSING
+        while frontier and len(out) < n:
+            v, i = heappop(frontier)
+            k = v * sign
+            t = text_of.get(k)
+            if t is not None and t in d and k != last_key:
+                out.append((t, d[t]))
+                last_key = k
+            child = 2 * i + 1
+            if child < size:
+                heappush(frontier, (h[child], child))
+                if child + 1 < size:
+                    heappush(frontier, (h[child + 1], child + 1))
+        return out
+
+    def trim(self, depth: int) -> None:
+        """Keep only the best ``depth`` levels (venues that stop sending levels out of scope)."""
+        if len(self.levels) > depth:
+            keep = self.top(depth)
+            self.clear()
+            self.apply([[p, q] for p, q in keep])
+
+    def sorted_levels(self) -> list[tuple[Any, Any]]:
+        return self.top(len(self.levels))
+
+
+class Book:
+    """Both sides of one instrument's book."""
+
+    __slots__ = ("asks", "bids")
+
+    def __init__(self) -> None:
+        self.bids = Side(bid=True)
+        self.asks = Side(bid=False)
+
+    def reset(self, bids: Iterable[Any], asks: Iterable[Any]) -> list[Any]:
+        bad = (self.bids.replace(bids) or []) + (self.asks.replace(asks) or [])
+        return bad
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+
+    def crossed(self) -> bool:
+        b = self.bids.best_key()
+        if b is None:
+            return False
+        a = self.asks.best_key()
+        return a is not None and b >= a
+
+    def snapshot(self, depth: int) -> dict[str, list[list[str]]]:
+        return {
+            "bids": [[as_text(p), as_text(q)] for p, q in self.bids.top(depth)],
+            "asks": [[as_text(p), as_text(q)] for p, q in self.asks.top(depth)],
+        }
+
+
+def differences(book: Book, bids: Sequence[Any], asks: Sequence[Any]) -> list[dict[str, Any]]:
+    """Levels where ``book`` disagrees with a snapshot, inside the price range the snapshot covers.
+
+    A snapshot limited to N levels says nothing beyond its deepest level, so levels the
+    book holds past that are not compared.
+    """
+    out: list[dict[str, Any]] = []
+    for name, side, snap in (("bid", book.bids, bids), ("ask", book.asks, asks)):
+        want: dict[Any, Any] = {}
+        for level in snap:
+            k = price_key(level[0])
+            qk = order_key(level[1])
+            if k is None or qk is None or qk == 0:
+                continue
+            want[k] = (level[0], level[1], qk)
+        if want:
+            edge = min(want) if side.bid else max(want)
+        have: dict[Any, tuple[Any, Any, Any]] = {}
+        for p, q in side.levels.items():
+            k = price_key(p)
+            if k is None:
+                continue
+            if not want or (k < edge if side.bid else k > edge):
+                continue
+            have[k] = (p, q, order_key(q))
+        for k in sorted(set(want) | set(have)):
+            w = want.get(k)
+            h = have.get(k)
+            if w is not None and h is not None and w[2] == h[2]:
+                continue
+            out.append(
+                {
+                    "side": name,
+                    "price": as_text((w or h)[0]),  # type: ignore[index]
+                    "snapshot": None if w is None else as_text(w[1]),
+                    "book": None if h is None else as_text(h[1]),
+                }
+            )
+    return out
+
+
+__all__ = ["INVALID", "POSITIVE", "ZERO", "Book", "Side", "differences", "price_key"]

@@ -1,0 +1,1 @@
+"""Per-message checks that do not need the book: timing and funding."""

@@ -1,0 +1,1 @@
+"""Streaming readers for capture formats, recognised by content (see :mod:`shared.formats.detect`)."""

@@ -1,0 +1,192 @@
+"""Line-based capture formats, each read as a stream of :class:`RawRecord`.
+
+- ``epoch``: hftbacktest-style ``<epoch ns> <JSON>`` (any epoch unit is accepted);
+- ``cryptofeed``: ``<ws url> <-> <ts>`` header, ``<url> <- <ts>: <sent>``,
+  ``<url> -> <ts>: <REST body>``, ``<ts>: <received>`` and ``configuration:`` lines;
+- ``tardis-raw``: ``<ISO-8601> <JSON>``, an empty line for a disconnect;
+- ``jsonl``: exchange-native JSON, one message per line, no local time.
+
+Every line becomes exactly one record (``malformed`` when it cannot be read), so the
+counts of lines, records and malformed lines always add up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from shared.formats.lines import LINE_TOO_LONG, TruncatedInput, iter_lines
+from shared.formats.timestamps import epoch_text_to_us, iso_to_us
+from shared.model import RawRecord
+
+_CF_URL_LINE = re.compile(rb"^(\S+) (<->|<-|->) ([0-9]+(?:\.[0-9]*)?)(?:: (.*))?$", re.S)
+
+
+def _malformed(path: str, n: int, why: str) -> RawRecord:
+    return RawRecord(path, n, None, "malformed", error=why)
+
+
+def _too_long(path: str, n: int) -> RawRecord:
+    return _malformed(path, n, "line longer than the reader's limit")
+
+
+def _guard(path: str, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes] | RawRecord]:
+    """Numbered lines; a cut-off gzip ends the stream with one malformed record."""
+    n = 0
+    try:
+        for n, line in lines:
+            yield n, line
+    except TruncatedInput as exc:
+        yield _malformed(path, n + 1, str(exc))
+
+
+def _numbered(path: str) -> Iterator[tuple[int, bytes] | RawRecord]:
+    return _guard(path, enumerate(iter_lines(path), 1))
+
+
+def read_epoch(path: str) -> Iterator[RawRecord]:
+    for item in _numbered(path):
+        if isinstance(item, RawRecord):
+            yield item
+            continue
+        n, line = item
+        if line is LINE_TOO_LONG:
+            yield _too_long(path, n)
+            continue
+        if not line.strip():
+            yield RawRecord(path, n, None, "blank")
+            continue
+        ts, sep, raw = line.partition(b" ")
+        try:
+            local = epoch_text_to_us(ts)
+        except ValueError:
+            yield _malformed(path, n, "line does not start with an epoch time")
+            continue
+        if not sep or not raw:
+            yield _malformed(path, n, "epoch time without a message")
+            continue
+        yield RawRecord(path, n, local, "json", raw)
+
+
+def read_tardis_raw(path: str) -> Iterator[RawRecord]:
+    for item in _numbered(path):
+        if isinstance(item, RawRecord):
+            yield item
+            continue
+        n, line = item
+        if line is LINE_TOO_LONG:
+            yield _too_long(path, n)
+            continue
+        if not line.strip():
+            yield RawRecord(path, n, None, "disconnect")
+            continue
+        ts, sep, raw = line.partition(b" ")
+        try:
+            local = iso_to_us(ts)
+        except ValueError:
+            yield _malformed(path, n, "line does not start with an ISO-8601 UTC time")
+            continue
+        if not raw:
+            yield _malformed(path, n, "timestamp without a message")
+            continue
+        yield RawRecord(path, n, local, "json", raw)
+
+
+def read_jsonl(path: str) -> Iterator[RawRecord]:
+    for item in _numbered(path):
+        if isinstance(item, RawRecord):
+            yield item
+            continue
+        n, line = item
+        if line is LINE_TOO_LONG:
+            yield _too_long(path, n)
+        elif not line.strip():
+            yield RawRecord(path, n, None, "blank")
+        else:
+            yield RawRecord(path, n, None, "json", line)
+
+
+def read_cryptofeed(path: str) -> Iterator[RawRecord]:
+    url: str | None = None
+    connected = False
+    for item in _numbered(path):
+        if isinstance(item, RawRecord):
+            yield item
+            continue
+        n, line = item
+        if line is LINE_TOO_LONG:
+            yield _too_long(path, n)
+            continue
+        if not line.strip():
+            yield RawRecord(path, n, None, "blank")
+            continue
+        first = line[:1]
+        if first.isdigit():
+            ts, sep, raw = line.partition(b": ")
+            try:
+                local = epoch_text_to_us(ts)
+            except ValueError:
+                yield _malformed(path, n, "received line does not start with an epoch time")
+                continue
+            if not sep:
+                yield _malformed(path, n, "received line without a message")
+                continue
+            yield RawRecord(path, n, local, "json", raw, url=url)
+            continue
+        if line.startswith(b"configuration: "):
+            yield RawRecord(path, n, None, "config")
+            continue
+        m = _CF_URL_LINE.match(line)
+        if m is None:
+            yield _malformed(path, n, "not a cryptofeed capture line")
+            continue
+        line_url = m.group(1).decode("utf-8", "replace")
+        arrow = m.group(2)
+        local = epoch_text_to_us(m.group(3))
+        if arrow == b"<->":
+            rec = RawRecord(path, n, local, "connect", url=line_url)
+            if connected:
+                # A second connection in one file: what came before is cut off.
+                rec.kind = "disconnect"
+            connected = True
+            url = line_url
+            yield rec
+        elif arrow == b"<-":
+            yield RawRecord(path, n, local, "sent", url=line_url)
+        else:
+            body = m.group(4)
+            if body is None:
+                yield _malformed(path, n, "REST line without a body")
+            else:
+                yield RawRecord(path, n, local, "json", body, url=line_url)
+
+
+JSON_DOC_LIMIT = 64 << 20
+
+
+def read_json_doc(path: str) -> Iterator[RawRecord]:
+    """A single (pretty-printed) JSON document, such as a saved REST answer."""
+    from shared.formats.lines import open_binary
+
+    try:
+        with open_binary(path) as fh:
+            body = fh.read(JSON_DOC_LIMIT + 1)
+    except (EOFError, OSError) as exc:
+        yield _malformed(path, 1, f"cannot read the document ({exc})")
+        return
+    if len(body) > JSON_DOC_LIMIT:
+        yield _malformed(path, 1, "JSON document larger than 64 MiB; write it as JSON lines")
+        return
+    yield RawRecord(path, 1, None, "json", body)
+
+
+from shared.formats.tardis_csv import read_tardis_csv  # noqa: E402
+
+READERS = {
+    "json-doc": read_json_doc,
+    "epoch": read_epoch,
+    "cryptofeed": read_cryptofeed,
+    "tardis-raw": read_tardis_raw,
+    "jsonl": read_jsonl,
+    "tardis-csv": read_tardis_csv,
+}

@@ -1,0 +1,179 @@
+"""The records that flow through the core: raw lines, normalized events, findings.
+
+Prices and quantities are always the exact text the exchange sent (``str``); nothing here
+holds a float price or quantity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+
+class Channel(StrEnum):
+    BOOK = "book"
+    TRADES = "trades"
+    FUNDING = "funding"
+
+
+class Fault(StrEnum):
+    """Every fault kind of the report contract, in the contract's order."""
+
+    GAP = "gap"
+    DUPLICATE = "duplicate"
+    OUT_OF_ORDER = "out_of_order"
+    CROSSED_BOOK = "crossed_book"
+    INVALID_VALUE = "invalid_value"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    TIMESTAMP_DRIFT = "timestamp_drift"
+    FUNDING_DISCONTINUITY = "funding_discontinuity"
+    DISCONNECT = "disconnect"
+    SNAPSHOT_MISMATCH = "snapshot_mismatch"
+
+
+FAULT_KINDS: tuple[str, ...] = tuple(f.value for f in Fault)
+
+
+class StreamKey(NamedTuple):
+    """One stream: exchange (Tardis id) x symbol x channel.  A tuple, so hashing is cheap."""
+
+    exchange: str
+    symbol: str
+    channel: str
+
+    def label(self) -> str:
+        return f"{self.exchange}/{self.symbol}/{self.channel}"
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """One message as read from a capture, before any venue looked at it.
+
+    ``kind`` is ``json`` (``raw`` holds the JSON text), ``disconnect`` (a recorder
+    disconnect marker), ``row`` (``obj`` holds an already-normalized event, e.g. from
+    Tardis CSV) or ``malformed`` (``error`` says why).
+    """
+
+    path: str
+    line: int
+    local_us: int | None
+    kind: str
+    raw: bytes = b""
+    url: str | None = None
+    obj: Any = None
+    error: str | None = None
+
+
+Level = list[str]  # [price_text, qty_text] (a list because that is what JSON decoders give)
+
+
+@dataclass(slots=True)
+class BookMsg:
+    """One exchange book message (snapshot or delta) for one stream."""
+
+    key: StreamKey
+    local_us: int | None
+    exch_us: int | None
+    snapshot: bool
+    bids: list[Any]
+    asks: list[Any]
+    path: str
+    line: int
+    first_id: int | None = None
+    last_id: int | None = None
+    prev_id: int | None = None
+    checksum: int | None = None
+    # A REST snapshot that the following stream has to be bridged onto (Binance).
+    bridge: bool = False
+    # Identity for venues without ids (byte-identical repeats are duplicates).
+    raw: bytes | None = None
+    # Bybit ``u == 1``: a delta that is really a full snapshot after a restart.
+    reset: bool = False
+    # The venue keeps only this many levels per side (Kraken ``book-N``): trim after applying.
+    depth: int | None = None
+
+
+@dataclass(slots=True)
+class TradeMsg:
+    key: StreamKey
+    local_us: int | None
+    exch_us: int | None
+    trade_id: int | str | None
+    price: str
+    qty: str
+    side: str | None
+    path: str
+    line: int
+    raw: bytes | None = None
+    # Id series inside one trade stream (Binance ``trade`` ids vs ``aggTrade`` ids).
+    series: str = ""
+
+    # A trade is its own sequence range, so the book's sequencing rules apply to it.
+    @property
+    def first_id(self) -> int | str | None:
+        return self.trade_id
+
+    @property
+    def last_id(self) -> int | str | None:
+        return self.trade_id
+
+    @property
+    def prev_id(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class FundingMsg:
+    key: StreamKey
+    local_us: int | None
+    exch_us: int | None
+    funding_time_us: int | None
+    rate: str | None
+    path: str
+    line: int
+
+
+@dataclass(slots=True)
+class Disconnect:
+    """A recorder disconnect: every book stream of the session is unknown until its next snapshot."""
+
+    path: str
+    line: int
+    local_us: int | None
+
+
+Event = BookMsg | TradeMsg | FundingMsg | Disconnect
+
+
+@dataclass(slots=True)
+class Finding:
+    """One fault found in one stream, located in its input."""
+
+    key: StreamKey
+    fault: str
+    path: str
+    line: int
+    local_us: int | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.key, self.path, self.line, self.fault)
+
+
+@dataclass(slots=True)
+class Gap:
+    after: int | None
+    before: int | None
+    missing: int | None
+    repaired: bool = False
+    source: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "after": self.after,
+            "before": self.before,
+            "missing": self.missing,
+            "repaired": self.repaired,
+            "source": self.source,
+        }
