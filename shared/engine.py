@@ -24,6 +24,7 @@ from shared.errors import InputError
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
 from shared.exchanges.base import Session, Venue
 from shared.formats.detect import detect
+from shared.formats.lines import TruncatedInput
 from shared.formats.readers import READERS
 from shared.model import BookMsg, Channel, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
 
@@ -146,11 +147,19 @@ class Engine:
             summary = InputSummary(f)
             summaries[f] = summary
             self.inputs.append(summary)
+            formats[f] = None
+            if not os.path.isfile(f):
+                summary.error = "not a regular file (broken link, pipe or device)"
+                continue
             try:
                 summary.sha256 = sha256_of(f)
                 summary.format = formats[f] = detect(f)
             except OSError as exc:
                 summary.error = f"cannot read: {exc.strerror or exc}"
+                formats[f] = None
+                continue
+            except TruncatedInput as exc:
+                summary.error = str(exc)
                 formats[f] = None
                 continue
             if summary.format is None:

@@ -31,50 +31,70 @@ class TruncatedInput(Exception):
     """The compressed stream ended early or is corrupt; carries the reason."""
 
 
+def _raw_chunks(path: str) -> Iterator[bytes]:
+    """Decompressed chunks of ``path``: gzip (every member) by its magic, else the bytes as they are.
+
+    Output per step is bounded, so a small file that inflates hugely is still streamed.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+        fh.seek(0)
+        if head != GZIP_MAGIC:
+            while chunk := fh.read(_CHUNK):
+                yield chunk
+            return
+        d = zlib.decompressobj(31)
+        while raw := fh.read(_CHUNK):
+            while raw:
+                try:
+                    out = d.decompress(raw, _CHUNK * 4)
+                except zlib.error as exc:
+                    raise TruncatedInput(f"corrupt gzip data ({exc})") from exc
+                if out:
+                    yield out
+                if d.eof:
+                    raw = d.unused_data
+                    if raw:
+                        if not raw.startswith(GZIP_MAGIC[: len(raw)]):
+                            raise TruncatedInput("data after the end of the gzip stream")
+                        d = zlib.decompressobj(31)
+                else:
+                    raw = d.unconsumed_tail
+        if not d.eof:
+            raise TruncatedInput("compressed stream is cut off")
+
+
 def iter_lines(path: str) -> Iterator[bytes]:
     """Lines of ``path`` without their line ends, read in 1 MiB chunks.
 
     Raises :class:`TruncatedInput` after the last complete line when the gzip stream is
-    cut off or corrupt, so the caller can record it and go on with the next input.  A
-    line longer than ``MAX_LINE`` is not held: ``LINE_TOO_LONG`` stands in for it.
+    cut off or corrupt (the incomplete line is not yielded), so the caller can record it
+    and go on.  A line longer than ``MAX_LINE`` is not held: ``LINE_TOO_LONG`` stands in.
     """
-    fh = open_binary(path)
-    try:
-        rest = b""
-        skipping = False
-        while True:
-            try:
-                chunk = fh.read(_CHUNK)
-            except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
-                if rest and not skipping:
-                    yield _strip_cr(rest)
-                raise TruncatedInput(f"compressed stream is cut off or corrupt ({exc})") from exc
-            if not chunk:
-                if rest and not skipping:
-                    yield _strip_cr(rest)
-                return
-            lines = chunk.split(b"\n")
-            if skipping:
-                if len(lines) == 1:
-                    continue
-                skipping = False
-                lines[0] = b""
-                yield LINE_TOO_LONG
-                rest = b""
-                lines = lines[1:]
-                if not lines:
-                    continue
-            lines[0] = rest + lines[0]
-            rest = lines.pop()
-            if len(rest) > MAX_LINE:
-                rest = b""
-                skipping = True
-            for line in lines:
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                yield line
-    finally:
-        fh.close()
+    rest = b""
+    skipping = False
+    for chunk in _raw_chunks(path):
+        lines = chunk.split(b"\n")
+        if skipping:
+            if len(lines) == 1:
+                continue
+            skipping = False
+            yield LINE_TOO_LONG
+            rest = b""
+            lines = lines[1:]
+        lines[0] = rest + lines[0]
+        rest = lines.pop()
+        if len(rest) > MAX_LINE:
+            rest = b""
+            skipping = True
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            yield line
+    if skipping:
+        yield LINE_TOO_LONG
+    elif rest:
+        yield _strip_cr(rest)
 
 
 def _strip_cr(line: bytes) -> bytes:
@@ -82,7 +102,11 @@ def _strip_cr(line: bytes) -> bytes:
 
 
 def head_lines(path: str, count: int, max_bytes: int = 1 << 20) -> list[bytes]:
-    """Up to ``count`` first lines (for recognising the format); never raises on a bad gzip."""
+    """Up to ``count`` first lines (for recognising the format).
+
+    A compressed stream that breaks after some lines gives those lines (the reader will
+    record the break); one that yields no line at all raises :class:`TruncatedInput`.
+    """
     out: list[bytes] = []
     size = 0
     try:
@@ -92,5 +116,6 @@ def head_lines(path: str, count: int, max_bytes: int = 1 << 20) -> list[bytes]:
             if len(out) >= count or size >= max_bytes:
                 break
     except TruncatedInput:
-        pass
+        if not out:
+            raise
     return out
