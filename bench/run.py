@@ -60,7 +60,9 @@ def build_capture(copies: int, dest: Path) -> tuple[int, int, float]:
                     d["pu"] += k * id_step
                     d["E"] += k * ns_step // 1_000_000
                     d["T"] += k * ns_step // 1_000_000
-                out.write(b"%d " % (ts + k * ns_step) + orjson.dumps({"stream": obj["stream"], "data": d}) + b"\n")
+                out.write(
+                    b"%d " % (ts + k * ns_step) + orjson.dumps({"stream": obj["stream"], "data": d}) + b"\n"
+                )
                 messages += 1
                 levels += len(d["b"]) + len(d["a"])
     return messages, levels, copies * ns_step / 1e9
@@ -134,11 +136,11 @@ def timed(fn, path: Path, repeat: int) -> float:
 
 def peak_rss_mb(path: Path) -> float:
     code = (
-        "import sys, resource; sys.path.insert(0, %r)\n"
+        f"import sys, resource; sys.path.insert(0, {str(ROOT)!r})\n"
         "from shared.engine import Engine; from shared.auditors import AuditConfig\n"
-        "Engine(AuditConfig()).run([%r])\n"
+        f"Engine(AuditConfig()).run([{str(path)!r}])\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    ) % (str(ROOT), str(path))
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return int(out.stdout.strip()) / 1024
 
@@ -161,8 +163,10 @@ def main() -> None:
     print(f"retape audit engine:         {t_ours:7.3f} s  {ours_rate:5.2f} M level updates/s")
     print(f"ratio retape/baseline: {ours_rate / base_rate:.2f}x  (target: retape >= 1.5 M/s)")
     day_levels = levels / span_s * 86_400
-    print(f"a day of this stream (~{day_levels / 1e6:.0f} M level updates) at this rate: "
-          f"{day_levels / (ours_rate * 1e6):.0f} s on one core")
+    print(
+        f"a day of this stream (~{day_levels / 1e6:.0f} M level updates) at this rate: "
+        f"{day_levels / (ours_rate * 1e6):.0f} s on one core"
+    )
     if not args.skip_memory:
         small = OUT / "usdm_depth_x1.gz"
         large = OUT / "usdm_depth_x10.gz"
@@ -170,8 +174,10 @@ def main() -> None:
         build_capture(10, large)
         rss_small = peak_rss_mb(small)
         rss_large = peak_rss_mb(large)
-        print(f"memory: peak RSS {rss_small:.0f} MB (x1) vs {rss_large:.0f} MB (x10): ratio {rss_large / rss_small:.2f}"
-              " (target <= ~2)")
+        print(
+            f"memory: peak RSS {rss_small:.0f} MB (x1) vs {rss_large:.0f} MB (x10): "
+            f"ratio {rss_large / rss_small:.2f} (target <= ~2)"
+        )
 
 
 if __name__ == "__main__":

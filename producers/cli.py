@@ -64,16 +64,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit captures: faults, integrity scores, rebuilt books")
     audit.add_argument("paths", nargs="+", metavar="PATH", help="capture files or directories (recursed)")
-    audit.add_argument("--out", default="retape-out", metavar="DIR", help="output directory (default ./retape-out)")
-    audit.add_argument("--drift-ms", type=_non_negative_float, default=100.0, help="timestamp drift threshold")
-    audit.add_argument("--reorder-window", type=_positive_int, default=64, metavar="N",
-                       help="messages held back to repair reordering (default 64)")
-    audit.add_argument("--fail-under", type=_non_negative_float, metavar="SCORE",
-                       help="exit 1 when a stream's integrity score is below SCORE")
-    audit.add_argument("--book-interval", type=_positive_int, default=60_000, metavar="MS",
-                       help="write the rebuilt book every MS of receive time (0: never; default 60000)")
-    audit.add_argument("--book-depth", type=_positive_int, default=25, metavar="N", help="levels per side in book CSVs")
-    audit.add_argument("--no-progress", action="store_true", help="print no progress (the summary is still printed)")
+    audit.add_argument(
+        "--out", default="retape-out", metavar="DIR", help="output directory (default ./retape-out)"
+    )
+    audit.add_argument(
+        "--drift-ms", type=_non_negative_float, default=100.0, help="timestamp drift threshold"
+    )
+    audit.add_argument(
+        "--reorder-window",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="messages held back to repair reordering (default 64)",
+    )
+    audit.add_argument(
+        "--fail-under",
+        type=_non_negative_float,
+        metavar="SCORE",
+        help="exit 1 when a stream's integrity score is below SCORE",
+    )
+    audit.add_argument(
+        "--book-interval",
+        type=_positive_int,
+        default=60_000,
+        metavar="MS",
+        help="write the rebuilt book every MS of receive time (0: never; default 60000)",
+    )
+    audit.add_argument(
+        "--book-depth", type=_positive_int, default=25, metavar="N", help="levels per side in book CSVs"
+    )
+    audit.add_argument(
+        "--no-progress", action="store_true", help="print no progress (the summary is still printed)"
+    )
     audit.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
     book = sub.add_parser("book", help="print the rebuilt book of one stream at a point in time")
@@ -177,7 +199,8 @@ def print_summary(report: dict[str, Any], out_dir: str) -> None:
     for s in streams:
         name = f"{s['exchange']} {s['symbol']} {s['channel']}"
         faults = ", ".join(f"{k} {v}" for k, v in s["faults"].items() if v)
-        print(f"  {name:<{width}}  {s['messages']:>9} msgs  score {s['integrity_score']:6.2f}  {faults or 'clean'}")
+        score = s["integrity_score"]
+        print(f"  {name:<{width}}  {s['messages']:>9} msgs  score {score:6.2f}  {faults or 'clean'}")
     print(f"results in {out_dir}/ (report.json, audit/records.jsonl, audit/MANIFEST, books/)")
 
 
@@ -205,7 +228,11 @@ def cmd_checksum(args: argparse.Namespace) -> int:
         book = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"the book is not valid JSON: {exc}") from None
-    if not isinstance(book, dict) or not isinstance(book.get("bids", []), list) or not isinstance(book.get("asks", []), list):
+    if (
+        not isinstance(book, dict)
+        or not isinstance(book.get("bids", []), list)
+        or not isinstance(book.get("asks", []), list)
+    ):
         raise UsageError('the book must be {"bids": [[price, qty], ...], "asks": [...]}')
     print(book_checksum(args.exchange, book.get("bids", []), book.get("asks", [])))
     return EXIT_OK

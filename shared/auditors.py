@@ -91,7 +91,9 @@ class BookAuditor(_Auditor):
         super().__init__(key, rules, cfg)
         self.book = Book()
         self.rule = rules.book_rule
-        self.seq: Sequencer | None = Sequencer(rules.book_rule, cfg.reorder_window) if rules.book_rule.has_ids else None
+        self.seq: Sequencer | None = (
+            Sequencer(rules.book_rule, cfg.reorder_window) if rules.book_rule.has_ids else None
+        )
         self.state = UNKNOWN
         self.safe = False
         self.crossed = False
@@ -132,8 +134,13 @@ class BookAuditor(_Auditor):
                 self._find(Fault.DUPLICATE, m.path, m.line, m.local_us, last_id=m.last_id)
             elif reason == "late":
                 self._find(
-                    Fault.OUT_OF_ORDER, m.path, m.line, m.local_us, last_id=m.last_id,
-                    applied=False, reason="arrived after the reorder window closed the gap",
+                    Fault.OUT_OF_ORDER,
+                    m.path,
+                    m.line,
+                    m.local_us,
+                    last_id=m.last_id,
+                    applied=False,
+                    reason="arrived after the reorder window closed the gap",
                 )
             self._steps(steps)
         elif state == BRIDGING:
@@ -188,7 +195,12 @@ class BookAuditor(_Auditor):
         self.state = LIVE
         self.seq.reset(m.last_id)
         if not rule.bridges(snap, m):
-            self._gap(Gap(after=snap, before=rule.first(m), missing=rule.missing(snap, m)), m.path, m.line, m.local_us)
+            self._gap(
+                Gap(after=snap, before=rule.first(m), missing=rule.missing(snap, m)),
+                m.path,
+                m.line,
+                m.local_us,
+            )
             self.safe = False
         self._apply(m)
 
@@ -246,7 +258,9 @@ class BookAuditor(_Auditor):
     def _compare(self, m: BookMsg) -> None:
         diffs = differences(self.book, m.bids, m.asks)
         if diffs:
-            self._find(Fault.SNAPSHOT_MISMATCH, m.path, m.line, m.local_us, levels=len(diffs), first=diffs[:5])
+            self._find(
+                Fault.SNAPSHOT_MISMATCH, m.path, m.line, m.local_us, levels=len(diffs), first=diffs[:5]
+            )
 
     def _apply(self, m: BookMsg) -> None:
         book = self.book
@@ -273,7 +287,9 @@ class BookAuditor(_Auditor):
             if m.checksum is not None and checksum is not None:
                 got = checksum(book)
                 if got != m.checksum:
-                    self._find(Fault.CHECKSUM_MISMATCH, m.path, m.line, m.local_us, expected=m.checksum, computed=got)
+                    self._find(
+                        Fault.CHECKSUM_MISMATCH, m.path, m.line, m.local_us, expected=m.checksum, computed=got
+                    )
                     self.safe = False
             if self.safe:
                 if book.crossed():
@@ -281,14 +297,19 @@ class BookAuditor(_Auditor):
                         self.crossed = True
                         bb, ba = book.bids.best(), book.asks.best()
                         self._find(
-                            Fault.CROSSED_BOOK, m.path, m.line, m.local_us,
-                            best_bid=_jsonable(bb[0] if bb else None), best_ask=_jsonable(ba[0] if ba else None),
+                            Fault.CROSSED_BOOK,
+                            m.path,
+                            m.line,
+                            m.local_us,
+                            best_bid=_jsonable(bb[0] if bb else None),
+                            best_ask=_jsonable(ba[0] if ba else None),
                         )
                 else:
                     self.crossed = False
         local = m.local_us
         if local is not None:
-            self.last_local_us = local
+            if self.last_local_us is None or local > self.last_local_us:
+                self.last_local_us = local
             sink = self.sink
             if sink is not None and local >= self.next_emit_us:
                 interval = self.cfg.book_interval_us
@@ -373,7 +394,14 @@ class TradeAuditor(_Auditor):
     def _apply(self, t: TradeMsg) -> None:
         self._clock(t.local_us, t.exch_us, t.path, t.line)
         if not is_valid_price(t.price) or classify_qty(t.qty) == INVALID:
-            self._find(Fault.INVALID_VALUE, t.path, t.line, t.local_us, price=_jsonable(t.price), qty=_jsonable(t.qty))
+            self._find(
+                Fault.INVALID_VALUE,
+                t.path,
+                t.line,
+                t.local_us,
+                price=_jsonable(t.price),
+                qty=_jsonable(t.qty),
+            )
 
 
 class FundingAuditor(_Auditor):

@@ -168,7 +168,9 @@ class Engine:
             self._run_group(group, formats, summaries)
         return self.finish()
 
-    def _run_group(self, group: list[str], formats: dict[str, str | None], summaries: dict[str, InputSummary]) -> None:
+    def _run_group(
+        self, group: list[str], formats: dict[str, str | None], summaries: dict[str, InputSummary]
+    ) -> None:
         contexts = {f: _FileContext(summaries[f]) for f in group}
         streams: list[Iterator[RawRecord]] = []
         for f in group:
@@ -222,8 +224,10 @@ class Engine:
                 try:
                     events = session.parse(rec, obj)
                 except _PARSE_ERRORS as exc:
-                    venue = ctx.venue.name if ctx.venue else "?"
-                    self._malformed(summary, rec.line, f"unexpected {venue} message shape: {type(exc).__name__}: {exc}")
+                    name = ctx.venue.name if ctx.venue else "?"
+                    self._malformed(
+                        summary, rec.line, f"unexpected {name} message shape: {type(exc).__name__}: {exc}"
+                    )
                     continue
                 if not events:
                     summary.ignored += 1
@@ -239,12 +243,11 @@ class Engine:
                 if rec.url and ctx.venue is not None:
                     ctx.session = ctx.venue.session(rec.url)
             elif kind == "connect":
-                if rec.url:
-                    venue = venue_for_url(rec.url)
-                    if venue is not None:
-                        ctx.venue = venue
-                        ctx.session = venue.session(rec.url)
-            elif kind != "grouped":
+                found = venue_for_url(rec.url) if rec.url else None
+                if found is not None:
+                    ctx.venue = found
+                    ctx.session = found.session(rec.url)
+            elif kind != "grouped":  # header, blank, config, sent requests...
                 summary.ignored += 1
 
     def _open_session(self, ctx: _FileContext, rec: RawRecord, obj: Any) -> Session | None:
@@ -310,7 +313,9 @@ def _merge_key(rec: RawRecord) -> int:
     return rec.local_us if rec.local_us is not None else 0
 
 
-def audit_paths(paths: Sequence[str], cfg: AuditConfig | None = None, book_sink: BookSink | None = None) -> AuditOutcome:
+def audit_paths(
+    paths: Sequence[str], cfg: AuditConfig | None = None, book_sink: BookSink | None = None
+) -> AuditOutcome:
     return Engine(cfg or AuditConfig(), book_sink).run(paths)
 
 
@@ -338,7 +343,9 @@ def rebuild_book(
         "exchange": exchange,
         "symbol": key.symbol,
         "at": us_to_iso(at_us),
-        "local_timestamp": None if auditor is None or auditor.last_local_us is None else us_to_iso(auditor.last_local_us),
+        "local_timestamp": None
+        if auditor is None or auditor.last_local_us is None
+        else us_to_iso(auditor.last_local_us),
         "safe": bool(auditor is not None and auditor.safe and auditor.state == 2),
         "bids": snap["bids"],
         "asks": snap["asks"],

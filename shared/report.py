@@ -103,7 +103,9 @@ def write_outputs(outcome: AuditOutcome, out_dir: str) -> dict[str, Any]:
     """Write report.json and the audit records; return the report."""
     os.makedirs(os.path.join(out_dir, AUDIT_DIR), exist_ok=True)
     report = report_json(outcome)
-    _atomic_write(os.path.join(out_dir, REPORT_NAME), orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    _atomic_write(
+        os.path.join(out_dir, REPORT_NAME), orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
+    )
     prev = GENESIS
     count = 0
     records_path = os.path.join(out_dir, AUDIT_DIR, RECORDS_NAME)
@@ -123,14 +125,18 @@ def write_outputs(outcome: AuditOutcome, out_dir: str) -> dict[str, Any]:
         "files": {RECORDS_NAME: _file_sha(records_path)},
         "inputs": {i.path: i.sha256 for i in outcome.inputs},
     }
-    _atomic_write(os.path.join(out_dir, AUDIT_DIR, MANIFEST_NAME), orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    _atomic_write(
+        os.path.join(out_dir, AUDIT_DIR, MANIFEST_NAME),
+        orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n",
+    )
     return report
 
 
 def verify_records(out_dir: str) -> tuple[bool, str]:
     """Check the hash chain and the manifest of an output directory."""
     records_path = os.path.join(out_dir, AUDIT_DIR, RECORDS_NAME)
-    manifest = orjson.loads(open(os.path.join(out_dir, AUDIT_DIR, MANIFEST_NAME), "rb").read())
+    with open(os.path.join(out_dir, AUDIT_DIR, MANIFEST_NAME), "rb") as fh:
+        manifest = orjson.loads(fh.read())
     prev = GENESIS
     n = 0
     with open(records_path, "rb") as fh:
@@ -176,7 +182,7 @@ class BookCsvWriter:
         if entry is None:
             os.makedirs(self.dir, exist_ok=True)
             name = f"{key.exchange}_book_snapshot_{self.depth}_{_safe(key.symbol)}.csv"
-            fh = open(os.path.join(self.dir, name), "w", newline="", encoding="utf-8")
+            fh = open(os.path.join(self.dir, name), "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(self.header())
             entry = self._files[key] = (fh, writer)

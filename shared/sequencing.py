@@ -17,9 +17,14 @@ from shared.model import Gap
 
 
 class Sequenced(Protocol):
-    first_id: Any
-    last_id: Any
-    prev_id: Any
+    @property
+    def first_id(self) -> Any: ...
+
+    @property
+    def last_id(self) -> Any: ...
+
+    @property
+    def prev_id(self) -> Any: ...
 
 
 class Rule:

@@ -70,12 +70,29 @@ def test_json_of_the_wrong_shape_is_malformed_with_its_line(tmp_path: Path) -> N
 def test_huge_number_lines_and_nan_do_not_crash(tmp_path: Path) -> None:
     big = "9" * 5000
     snap = {"lastUpdateId": 1, "bids": [[big, "1"], ["1", big]], "asks": [["NaN", "1"], ["2", "Infinity"]]}
-    diff = {"stream": "x@depth", "data": {"e": "depthUpdate", "E": 1, "s": "X", "U": 2, "u": 2, "pu": 1,
-                                           "b": [["1." + "0" * 4000 + "1", "1"]], "a": []}}
+    diff = {
+        "stream": "x@depth",
+        "data": {
+            "e": "depthUpdate",
+            "E": 1,
+            "s": "X",
+            "U": 2,
+            "u": 2,
+            "pu": 1,
+            "b": [["1." + "0" * 4000 + "1", "1"]],
+            "a": [],
+        },
+    }
     path = tmp_path / "big.txt"
     t = 1723161255030314667
     path.write_bytes(
-        b"%d " % t + orjson.dumps(diff) + b"\n%d " % (t + 1) + orjson.dumps(snap) + b"\n%d " % (t + 2) + orjson.dumps(diff) + b"\n"
+        b"%d " % t
+        + orjson.dumps(diff)
+        + b"\n%d " % (t + 1)
+        + orjson.dumps(snap)
+        + b"\n%d " % (t + 2)
+        + orjson.dumps(diff)
+        + b"\n"
     )
     outcome = _run(path)
     assert outcome.inputs[0].malformed == 0
@@ -96,8 +113,18 @@ def test_unreadable_entries_in_a_directory_are_listed_and_the_rest_goes_on(tmp_p
 
 def test_cli_names_a_missing_path_and_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "audit", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "producers.cli",
+            "audit",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
     assert "missing" in proc.stderr and "Traceback" not in proc.stderr

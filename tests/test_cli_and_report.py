@@ -15,20 +15,42 @@ from shared.report import verify_records
 
 DATA = Path(__file__).parent / "data"
 CF = DATA / "cryptofeed"
-FAULTS = ["gap", "duplicate", "out_of_order", "crossed_book", "invalid_value", "checksum_mismatch",
-          "timestamp_drift", "funding_discontinuity", "disconnect", "snapshot_mismatch"]
+FAULTS = [
+    "gap",
+    "duplicate",
+    "out_of_order",
+    "crossed_book",
+    "invalid_value",
+    "checksum_mismatch",
+    "timestamp_drift",
+    "funding_discontinuity",
+    "disconnect",
+    "snapshot_mismatch",
+]
 
 
 def retape(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "producers.cli", *args], input=stdin, capture_output=True,
-                          check=False, cwd=Path(__file__).parent.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "producers.cli", *args],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
 
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("out")
-    proc = retape("audit", str(CF / "BINANCE_FUTURES.ws.1.0"), str(CF / "BINANCE_FUTURES.http.0.0"),
-                  "--out", str(out), "--book-interval", "1000")
+    proc = retape(
+        "audit",
+        str(CF / "BINANCE_FUTURES.ws.1.0"),
+        str(CF / "BINANCE_FUTURES.http.0.0"),
+        "--out",
+        str(out),
+        "--book-interval",
+        "1000",
+    )
     assert proc.returncode == 0, proc.stderr
     assert b"binance-futures SUSHIUSDT book" in proc.stdout
     return out
@@ -43,8 +65,16 @@ def test_report_has_exactly_the_contract_shape(audited: Path) -> None:
     assert report["malformed"] == 0
     assert report["streams"]
     for s in report["streams"]:
-        assert list(s) == ["exchange", "symbol", "channel", "messages", "faults", "gaps", "latency_ms",
-                           "integrity_score"]
+        assert list(s) == [
+            "exchange",
+            "symbol",
+            "channel",
+            "messages",
+            "faults",
+            "gaps",
+            "latency_ms",
+            "integrity_score",
+        ]
         assert list(s["faults"]) == FAULTS
         assert s["channel"] in ("book", "trades", "funding")
         assert s["symbol"] == s["symbol"].upper()
@@ -59,7 +89,10 @@ def test_audit_records_are_hash_chained_and_the_manifest_covers_inputs(audited: 
     assert ok, final
     manifest = orjson.loads((audited / "audit" / "MANIFEST").read_bytes())
     assert manifest["final_hash"] == final
-    assert set(manifest["inputs"]) == {str(CF / "BINANCE_FUTURES.ws.1.0"), str(CF / "BINANCE_FUTURES.http.0.0")}
+    assert set(manifest["inputs"]) == {
+        str(CF / "BINANCE_FUTURES.ws.1.0"),
+        str(CF / "BINANCE_FUTURES.http.0.0"),
+    }
     records = [orjson.loads(line) for line in (audited / "audit" / "records.jsonl").read_bytes().splitlines()]
     assert {r["type"] for r in records} >= {"input", "summary"}
     # Tampering with one record breaks the chain.
@@ -74,11 +107,19 @@ def test_audit_records_are_hash_chained_and_the_manifest_covers_inputs(audited: 
 
 def test_rebuilt_books_are_tardis_book_snapshot_25_csv(audited: Path) -> None:
     files = sorted((audited / "books").glob("*.csv"))
-    assert [f.name for f in files][0].startswith("binance-futures_book_snapshot_25_")
+    assert files and files[0].name.startswith("binance-futures_book_snapshot_25_")
     header, *rows = files[0].read_text().splitlines()
     cols = header.split(",")
-    assert cols[:8] == ["exchange", "symbol", "timestamp", "local_timestamp", "asks[0].price", "asks[0].amount",
-                        "bids[0].price", "bids[0].amount"]
+    assert cols[:8] == [
+        "exchange",
+        "symbol",
+        "timestamp",
+        "local_timestamp",
+        "asks[0].price",
+        "asks[0].amount",
+        "bids[0].price",
+        "bids[0].amount",
+    ]
     assert len(cols) == 4 + 25 * 4
     assert rows and all(len(r.split(",")) == len(cols) for r in rows)
     first = rows[0].split(",")
@@ -86,8 +127,16 @@ def test_rebuilt_books_are_tardis_book_snapshot_25_csv(audited: Path) -> None:
 
 
 def test_same_inputs_give_the_same_bytes(audited: Path, tmp_path: Path) -> None:
-    proc = retape("audit", str(CF / "BINANCE_FUTURES.ws.1.0"), str(CF / "BINANCE_FUTURES.http.0.0"),
-                  "--out", str(tmp_path), "--book-interval", "1000", "--quiet")
+    proc = retape(
+        "audit",
+        str(CF / "BINANCE_FUTURES.ws.1.0"),
+        str(CF / "BINANCE_FUTURES.http.0.0"),
+        "--out",
+        str(tmp_path),
+        "--book-interval",
+        "1000",
+        "--quiet",
+    )
     assert proc.returncode == 0 and proc.stdout == b""
     for rel in ("report.json", "audit/records.jsonl", "audit/MANIFEST"):
         assert (tmp_path / rel).read_bytes() == (audited / rel).read_bytes(), rel
@@ -99,8 +148,13 @@ def test_fail_under_exits_1_and_usage_errors_exit_2(tmp_path: Path) -> None:
     ws = str(CF / "BINANCE_DELIVERY.ws.1.0")
     assert retape("audit", ws, "--out", str(tmp_path), "--fail-under", "100", "--quiet").returncode == 1
     assert retape("audit", ws, "--out", str(tmp_path), "--fail-under", "0", "--quiet").returncode == 0
-    for bad in (["audit"], ["audit", ws, "--reorder-window", "-3"], ["audit", ws, "--drift-ms", "x"], ["nope"],
-                ["book", ws, "--exchange", "binance", "--symbol", "X", "--at", "yesterday"]):
+    for bad in (
+        ["audit"],
+        ["audit", ws, "--reorder-window", "-3"],
+        ["audit", ws, "--drift-ms", "x"],
+        ["nope"],
+        ["book", ws, "--exchange", "binance", "--symbol", "X", "--at", "yesterday"],
+    ):
         proc = retape(*bad)
         assert proc.returncode == 2, bad
         assert proc.stderr.startswith(b"retape: error:") and b"Traceback" not in proc.stderr
@@ -110,8 +164,18 @@ def test_fail_under_exits_1_and_usage_errors_exit_2(tmp_path: Path) -> None:
 
 def test_book_command_prints_the_contract_json() -> None:
     path = str(DATA / "hftbacktest" / "spot" / "btcusdt_20240808.gz")
-    proc = retape("book", path, "--exchange", "binance", "--symbol", "BTCUSDT", "--at", "2024-08-09T00:00:00Z",
-                  "--depth", "5")
+    proc = retape(
+        "book",
+        path,
+        "--exchange",
+        "binance",
+        "--symbol",
+        "BTCUSDT",
+        "--at",
+        "2024-08-09T00:00:00Z",
+        "--depth",
+        "5",
+    )
     assert proc.returncode == 0, proc.stderr
     got = orjson.loads(proc.stdout)
     assert list(got) == ["exchange", "symbol", "at", "local_timestamp", "safe", "bids", "asks"]

@@ -170,7 +170,9 @@ def test_all_injections_together_are_found_together(tmp_path: Path, clean: Audit
     drop = DEPTH[5000]
     lines = lines[: dup + 3] + [lines[dup]] + lines[dup + 3 : drop] + lines[drop + 1 :]
     faulty = _audit(_write(tmp_path, lines))
-    assert _diff(clean, faulty) == Counter({(BOOK, "out_of_order"): 1, (BOOK, "duplicate"): 1, (BOOK, "gap"): 1})
+    assert _diff(clean, faulty) == Counter(
+        {(BOOK, "out_of_order"): 1, (BOOK, "duplicate"): 1, (BOOK, "gap"): 1}
+    )
 
 
 # -- funding: Binance mark-price stream ------------------------------------------------
@@ -189,8 +191,16 @@ def _mark_price_lines(hours: int, skip: range | None = None, rate: str = "0.0001
             continue
         e = start + h * H + 1000
         settle = (e // (8 * H) + 1) * 8 * H
-        data = {"e": "markPriceUpdate", "E": e, "s": "BTCUSDT", "p": "61000.10000000", "P": "61001.2",
-                "i": "61002.33", "r": rate, "T": settle}
+        data = {
+            "e": "markPriceUpdate",
+            "E": e,
+            "s": "BTCUSDT",
+            "p": "61000.10000000",
+            "P": "61001.2",
+            "i": "61002.33",
+            "r": rate,
+            "T": settle,
+        }
         msg = {"stream": "btcusdt@markPrice", "data": data}
         out.append(b"%d " % ((e + 5) * 1_000_000) + orjson.dumps(msg))
     return out

@@ -20,7 +20,9 @@ def _audit(*paths: Path) -> AuditOutcome:
 
 
 def _books(outcome: AuditOutcome, exchange: str) -> dict[str, object]:
-    return {s.key.symbol: s for s in outcome.streams if s.key.exchange == exchange and s.key.channel == "book"}
+    return {
+        s.key.symbol: s for s in outcome.streams if s.key.exchange == exchange and s.key.channel == "book"
+    }
 
 
 @pytest.mark.parametrize(
@@ -31,7 +33,9 @@ def _books(outcome: AuditOutcome, exchange: str) -> dict[str, object]:
         ("cm/btcusd_perp_20240808.gz", "binance-delivery", "BTCUSD_PERP", 26847),
     ],
 )
-def test_hftbacktest_captures_rebuild_without_faults(sub: str, exchange: str, symbol: str, diffs: int) -> None:
+def test_hftbacktest_captures_rebuild_without_faults(
+    sub: str, exchange: str, symbol: str, diffs: int
+) -> None:
     outcome = _audit(DATA / "hftbacktest" / sub)
     book = _books(outcome, exchange)[symbol]
     assert book.messages == diffs + 1  # type: ignore[attr-defined]
@@ -89,7 +93,9 @@ def test_futures_bridge_where_pu_equals_snapshot_id_but_u_is_past_it(tmp_path: P
         assert books[symbol].faults["gap"] == 0, symbol  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("prefix", "exchange", "count"), [("BINANCE", "binance", 4), ("BINANCE_DELIVERY", "binance-delivery", 10)])
+@pytest.mark.parametrize(
+    ("prefix", "exchange", "count"), [("BINANCE", "binance", 4), ("BINANCE_DELIVERY", "binance-delivery", 10)]
+)
 def test_cryptofeed_rest_snapshots_pair_with_their_streams(prefix: str, exchange: str, count: int) -> None:
     outcome = _audit(CF / f"{prefix}.ws.1.0", CF / f"{prefix}.http.0.0")
     books = _books(outcome, exchange)

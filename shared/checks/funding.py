@@ -24,7 +24,10 @@ class FundingCheck:
                 out.append(("invalid_value", {"field": "funding_rate", "value": str(rate)}))
             elif self.cap is not None and abs(to_decimal(rate)) > self.cap:
                 out.append(
-                    ("funding_discontinuity", {"reason": "rate beyond cap", "rate": str(rate), "cap": str(self.cap)})
+                    (
+                        "funding_discontinuity",
+                        {"reason": "rate beyond cap", "rate": str(rate), "cap": str(self.cap)},
+                    )
                 )
         if funding_time_us is None:
             return out
@@ -34,8 +37,11 @@ class FundingCheck:
                 out.append(
                     (
                         "funding_discontinuity",
-                        {"reason": "funding time moved backwards", "funding_time_us": funding_time_us,
-                         "previous_us": last},
+                        {
+                            "reason": "funding time moved backwards",
+                            "funding_time_us": funding_time_us,
+                            "previous_us": last,
+                        },
                     )
                 )
                 return out  # keep the later time as the reference
@@ -49,8 +55,12 @@ class FundingCheck:
                     out.append(
                         (
                             "funding_discontinuity",
-                            {"reason": "settlement skipped", "funding_time_us": funding_time_us,
-                             "previous_us": last, "skipped": step // interval - 1 if step % interval == 0 else None},
+                            {
+                                "reason": "settlement skipped",
+                                "funding_time_us": funding_time_us,
+                                "previous_us": last,
+                                "skipped": step // interval - 1 if step % interval == 0 else None,
+                            },
                         )
                     )
         self.last_time = funding_time_us

@@ -80,7 +80,7 @@ def read_tardis_raw(path: str) -> Iterator[RawRecord]:
         if not line.strip():
             yield RawRecord(path, n, None, "disconnect")
             continue
-        ts, sep, raw = line.partition(b" ")
+        ts, _, raw = line.partition(b" ")
         try:
             local = iso_to_us(ts)
         except ValueError:

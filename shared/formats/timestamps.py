@@ -37,7 +37,9 @@ def iso_to_us(text: bytes) -> int:
     head = text[:19]
     seconds = _SECOND_CACHE.get(head)
     if seconds is None:
-        parsed = time.strptime(head.decode("ascii"), "%Y-%m-%dT%H:%M:%S" if text[10:11] == b"T" else "%Y-%m-%d %H:%M:%S")
+        parsed = time.strptime(
+            head.decode("ascii"), "%Y-%m-%dT%H:%M:%S" if text[10:11] == b"T" else "%Y-%m-%d %H:%M:%S"
+        )
         seconds = calendar.timegm(parsed)
         if len(_SECOND_CACHE) > 100_000:
             _SECOND_CACHE.clear()

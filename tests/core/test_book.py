@@ -34,7 +34,9 @@ def test_long_prices_beyond_float_precision_stay_distinct() -> None:
 
 def test_invalid_levels_are_returned_and_not_applied() -> None:
     side = Side(bid=True)
-    bad = side.apply([["1", "-1"], ["-5", "1"], ["0", "1"], ["2", "NaN"], ["abc", "1"], ["3", "1e999"], ["4", "1"]])
+    bad = side.apply(
+        [["1", "-1"], ["-5", "1"], ["0", "1"], ["2", "NaN"], ["abc", "1"], ["3", "1e999"], ["4", "1"]]
+    )
     assert bad == [["1", "-1"], ["-5", "1"], ["0", "1"], ["2", "NaN"], ["abc", "1"], ["3", "1e999"]]
     assert side.top(10) == [("4", "1")]
 

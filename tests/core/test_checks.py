@@ -35,13 +35,13 @@ def test_funding_schedule_rate_and_backwards() -> None:
     assert f.check(8 * H, "0.0001") == []
     assert f.check(8 * H, "0.0001") == []
     assert f.check(16 * H, "0.0001") == []
-    (kind, detail), = f.check(32 * H, "0.0001")
+    ((kind, detail),) = f.check(32 * H, "0.0001")
     assert kind == "funding_discontinuity" and detail["skipped"] == 1
-    (kind, detail), = f.check(24 * H, "0.0001")
+    ((kind, detail),) = f.check(24 * H, "0.0001")
     assert detail["reason"] == "funding time moved backwards"
-    (kind, _), = f.check(None, "-0.04")
+    ((kind, _),) = f.check(None, "-0.04")
     assert kind == "funding_discontinuity"
-    (kind, _), = f.check(None, "abc")
+    ((kind, _),) = f.check(None, "abc")
     assert kind == "invalid_value"
 
 

@@ -1,0 +1,12 @@
+# retape: the audit engine and the `retape` command.
+FROM python:3.11-slim
+WORKDIR /app
+COPY requirements.lock pyproject.toml README.md ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY shared ./shared
+COPY producers ./producers
+COPY workers ./workers
+RUN pip install --no-cache-dir --no-deps . && useradd --create-home retape
+USER retape
+ENTRYPOINT ["retape"]
+CMD ["--help"]
