@@ -118,7 +118,9 @@ class BookAuditor(_Auditor):
         state = self.state
         if state == LIVE:
             seq = self.seq
-            if seq is None:
+            if seq is None or m.last_id is None:
+                # A venue without ids, or a message of a format that carries none (Bybit
+                # v2 beside v5, OKX before seqId): no continuity to check.
                 if m.raw is not None and self._repeat(m.raw):
                     self._find(Fault.DUPLICATE, m.path, m.line, m.local_us)
                     return
@@ -356,6 +358,11 @@ class TradeAuditor(_Auditor):
         elif reason == "late":
             self._find(Fault.OUT_OF_ORDER, t.path, t.line, t.local_us, trade_id=t.trade_id, applied=False)
         self._steps(steps)
+
+    def finish(self) -> StreamResult:
+        for seq in self.seqs.values():
+            self._steps(seq.flush())
+        return super().finish()
 
     def _increasing(self, t: TradeMsg) -> None:
         if self._repeat((t.series, t.trade_id)):

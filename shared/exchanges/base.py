@@ -22,7 +22,7 @@ from shared.sequencing import NONE, Rule
 HOUR_US = 3_600_000_000
 
 
-class VenueParseError(RetapeError):
+class VenueParseError(RetapeError, ValueError):
     """A message of a known venue that does not have the shape the venue documents."""
 
 

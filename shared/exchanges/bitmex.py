@@ -1,0 +1,227 @@
+"""BitMEX (``bitmex``), ``/realtime`` WebSocket.
+
+Messages: ``{"table", "action", "data": [rows]}`` (``partial`` also has ``keys``,
+``filter``...).
+
+- ``orderBookL2`` / ``orderBookL2_25``: rows ``{"symbol", "id", "side", "size",
+  "price"}`` keyed by ``id``.  ``partial`` is the snapshot; ``insert``/``update``/
+  ``delete`` change levels.  ``update`` and ``delete`` rows may lack ``price``: the session
+  keeps, per symbol, the id -> price map of the levels it has seen, and translates every
+  row to a ``[price, size]`` level (``delete`` -> size ``0``).  A row whose id was never
+  seen gets the price ``"id:<id>"``, which the book reports as an invalid level (the book
+  is then unsafe until the next partial).  One message may hold rows of several symbols:
+  it becomes one event per symbol.  No sequence numbers: rule NONE.  ``BookMsg.raw`` is
+  *not* set: without a timestamp in the message, a level deleted, re-inserted and deleted
+  again repeats the same bytes (seen in real captures), so identical bytes are not a
+  duplicate here.  ``exch_us`` is the rows' latest
+  ``timestamp`` when they carry one (newer API versions), else unknown.
+- ``trade``: rows with ``trdMatchID`` (UUID: only duplicates can be found, rule NONE),
+  ``side`` (the taker's), ``size``, ``price``, ``timestamp``.  The ``partial`` of the
+  trade table replays the last trade(s): emitted without a local receive time.
+
+Not parsed: ``quote``, ``orderBook10`` (top-10 snapshots), ``instrument``, ``funding``,
+``info``/``subscribe`` answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shared.exchanges.base import Venue, VenueRules
+from shared.formats.timestamps import iso_to_us
+from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
+from shared.sequencing import NONE
+
+EXCHANGE = "bitmex"
+
+RULES = (VenueRules(EXCHANGE, book_rule=NONE, trade_rule=NONE),)
+
+_BOOK_TABLES = frozenset(("orderBookL2", "orderBookL2_25"))
+_ACTIONS = frozenset(("partial", "insert", "update", "delete"))
+
+
+def _symbol(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"symbol is not a text: {value!r}")
+    return value.upper()
+
+
+def _trade_id(value: Any) -> str | int:
+    """A trade id that can only be compared for equality (UUID or number)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"trade id is not a text or an integer: {value!r}")
+    return value
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is not an object")
+    return value
+
+
+def _sniff(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and (obj.get("table") in _BOOK_TABLES or obj.get("table") == "trade")
+        and obj.get("action") in _ACTIONS
+        and isinstance(obj.get("data"), list)
+    )
+
+
+def _time_us(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return iso_to_us(value.encode("ascii"))
+    except (UnicodeEncodeError, ValueError):
+        return None
+
+
+def _side_of(row: dict[str, Any]) -> int:
+    side = row["side"]
+    if side == "Buy":
+        return 0
+    if side == "Sell":
+        return 1
+    raise ValueError(f"unknown side {side!r}")
+
+
+class _Group:
+    """The levels of one symbol inside one message."""
+
+    __slots__ = ("exch_us", "sides")
+
+    def __init__(self) -> None:
+        self.sides: tuple[list[Any], list[Any]] = ([], [])
+        self.exch_us: int | None = None
+
+
+class BitmexSession:
+    """One connection of BitMEX messages: holds the id -> price map of every book."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.prices: dict[str, dict[Any, Any]] = {}
+
+    def parse(self, rec: RawRecord, obj: Any) -> Sequence[Event]:
+        if not isinstance(obj, dict):
+            return ()
+        table = obj.get("table")
+        if table in _BOOK_TABLES:
+            return self._book(rec, obj)
+        if table == "trade":
+            return self._trades(rec, obj)
+        return ()
+
+    def _book(self, rec: RawRecord, obj: dict[str, Any]) -> Sequence[Event]:
+        action = obj.get("action")
+        if action not in _ACTIONS:
+            raise ValueError(f"order book action {action!r}")
+        rows = obj["data"]
+        if not isinstance(rows, list):
+            raise ValueError("order book data is not a list")
+        groups: dict[str, _Group] = {}
+        partial = action == "partial"
+        if partial:
+            # A partial resets the books it covers, even when they are empty.
+            flt = obj.get("filter")
+            if isinstance(flt, dict) and isinstance(flt.get("symbol"), str):
+                groups[flt["symbol"].upper()] = _Group()
+        # id -> price changes of this message (None: deleted), kept apart until every row
+        # has been read, so a malformed message leaves the maps as they were.
+        staged: dict[str, dict[Any, Any]] = {}
+        for row in rows:
+            row = _dict(row, "order book row")
+            symbol = _symbol(row["symbol"])
+            group = groups.get(symbol)
+            if group is None:
+                group = groups[symbol] = _Group()
+            changes = staged.get(symbol)
+            if changes is None:
+                changes = staged[symbol] = {}
+            level_id = row["id"]
+            price = row.get("price")
+            if price is None:
+                price = (
+                    changes.get(level_id) if level_id in changes else self._price(symbol, level_id, partial)
+                )
+                if price is None:
+                    price = f"id:{level_id}"  # never seen: the book reports the level invalid
+            if action == "delete":
+                changes[level_id] = None
+                size: Any = 0
+            else:
+                changes[level_id] = price
+                size = row["size"]
+            group.sides[_side_of(row)].append([price, size])
+            ts = _time_us(row.get("timestamp"))
+            if ts is not None and (group.exch_us is None or ts > group.exch_us):
+                group.exch_us = ts
+        for symbol in groups:
+            changes = staged.get(symbol, {})
+            if partial:
+                self.prices[symbol] = {i: p for i, p in changes.items() if p is not None}
+                continue
+            prices = self.prices.setdefault(symbol, {})
+            for level_id, price in changes.items():
+                if price is None:
+                    prices.pop(level_id, None)
+                else:
+                    prices[level_id] = price
+        return [
+            BookMsg(
+                StreamKey(EXCHANGE, symbol, Channel.BOOK),
+                rec.local_us,
+                group.exch_us,
+                partial,
+                group.sides[0],
+                group.sides[1],
+                rec.path,
+                rec.line,
+            )
+            for symbol, group in groups.items()
+        ]
+
+    def _price(self, symbol: str, level_id: Any, partial: bool) -> Any:
+        if partial:
+            return None
+        prices = self.prices.get(symbol)
+        return None if prices is None else prices.get(level_id)
+
+    def _trades(self, rec: RawRecord, obj: dict[str, Any]) -> Sequence[Event]:
+        action = obj.get("action")
+        if action not in ("partial", "insert"):
+            return ()
+        rows = obj["data"]
+        if not isinstance(rows, list):
+            raise ValueError("trade data is not a list")
+        local = None if action == "partial" else rec.local_us
+        out: list[Event] = []
+        for t in rows:
+            t = _dict(t, "trade row")
+            side = t.get("side")
+            out.append(
+                TradeMsg(
+                    StreamKey(EXCHANGE, _symbol(t["symbol"]), Channel.TRADES),
+                    local,
+                    _time_us(t.get("timestamp")),
+                    _trade_id(t["trdMatchID"]),
+                    t["price"],
+                    t["size"],
+                    side.lower() if isinstance(side, str) else None,
+                    rec.path,
+                    rec.line,
+                )
+            )
+        return out
+
+
+VENUE = Venue(
+    name="bitmex",
+    url_marks=("bitmex.com",),
+    file_prefixes=("BITMEX",),
+    sniff=_sniff,
+    session=BitmexSession,
+    rules=RULES,
+)
