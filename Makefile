@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SAMPLES := tests/data/hftbacktest tests/data/cryptofeed tests/data/cryptofeed_ftx tests/data/cryptofeed_ftx_2021-04 tests/data/cryptofeed_deribit tests/data/nautilus
 
 .PHONY: setup demo test lint bench clean
 
@@ -16,7 +17,7 @@ setup: $(STAMP)
 
 ## The main job on the bundled sample captures (real data, see tests/data/PROVENANCE.md).
 demo: $(STAMP)
-	$(BIN)/retape audit tests/data/samples --out retape-out
+	$(BIN)/retape audit $(SAMPLES) --out retape-out
 
 ## The whole test suite (real Redis at REDIS_URL or 127.0.0.1:6379 where a test needs one).
 test: $(STAMP)
