@@ -83,7 +83,9 @@ class Side:
             return self._apply_checked(levels)
 
     def _apply_fast(self, levels: Iterable[Any]) -> list[Any] | None:
-        # The hot loop of the whole engine: everything it needs is a local.
+        # The hot loop of the whole engine: everything it needs is a local.  Invariant:
+        # every key in ``text_of`` has exactly one heap entry, so a price that comes back
+        # after a delete needs no new entry while its old one is still in the heap.
         d = self.levels
         text_of = self._text_of
         heap = self._heap
@@ -111,12 +113,15 @@ class Side:
                     bad.append([p, q])
                     continue
                 other = text_of.get(k)
-                if other is not None and other in d:
-                    d[other] = q  # the same price written another way
-                else:
+                if other is None:
                     d[p] = q
                     text_of[k] = p
                     heappush(heap, -k if bid else k)
+                elif other in d:
+                    d[other] = q  # the same price written another way
+                else:
+                    d[p] = q  # back after a delete: its heap entry is still there
+                    text_of[k] = p
             elif c == ZERO:
                 if d.pop(p, missing) is missing:
                     # Deleting a level the book does not hold (common: outside its depth).
@@ -135,7 +140,7 @@ class Side:
                 if bad is None:
                     bad = []
                 bad.append([p, q])
-        if len(heap) > 4 * len(d) + 1024:
+        if len(text_of) > 4 * len(d) + 1024:
             self._compact()
         return bad
 
@@ -184,10 +189,10 @@ class Side:
         sign = self._sign
         while h:
             k = h[0] * sign
-            t = text_of.get(k)
-            if t is not None and t in d:
+            if text_of[k] in d:
                 return k
             heappop(h)
+            del text_of[k]
         return None
 
     def best(self) -> tuple[Any, Any] | None:
@@ -208,14 +213,12 @@ class Side:
         sign = self._sign
         size = len(h)
         frontier: list[tuple[Any, int]] = [(h[0], 0)]
-        last_key: Any = _MISSING
         while frontier and len(out) < n:
             v, i = heappop(frontier)
             k = v * sign
-            t = text_of.get(k)
-            if t is not None and t in d and k != last_key:
+            t = text_of[k]
+            if t in d:
                 out.append((t, d[t]))
-                last_key = k
             child = 2 * i + 1
             if child < size:
                 heappush(frontier, (h[child], child))
