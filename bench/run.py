@@ -136,10 +136,12 @@ def timed(fn, path: Path, repeat: int) -> float:
 
 def peak_rss_mb(path: Path) -> float:
     code = (
-        f"import sys, resource; sys.path.insert(0, {str(ROOT)!r})\n"
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from shared.engine import Engine; from shared.auditors import AuditConfig\n"
         f"Engine(AuditConfig()).run([{str(path)!r}])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM: the peak of this process's own memory (ru_maxrss can carry the parent's
+        # peak across fork and exec).
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return int(out.stdout.strip()) / 1024

@@ -6,6 +6,7 @@ Every command prints one clear line and exits 2 on a usage error or an unreadabl
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -225,8 +226,9 @@ def cmd_checksum(args: argparse.Namespace) -> int:
     else:
         data = sys.stdin.buffer.read()
     try:
-        book = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        # Numbers keep their text ("0.10000000" must not become 0.1: checksums hash the text).
+        book = json.loads(data, parse_float=str, parse_int=str)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"the book is not valid JSON: {exc}") from None
     if (
         not isinstance(book, dict)

@@ -181,3 +181,78 @@ def test_book_command_prints_the_contract_json() -> None:
     assert list(got) == ["exchange", "symbol", "at", "local_timestamp", "safe", "bids", "asks"]
     assert got["safe"] is True and len(got["bids"]) == 5 and got["at"] == "2024-08-09T00:00:00.000000Z"
     assert got["bids"][0][0].endswith("000000")  # exact text as sent: "61837.63000000"
+
+
+# The documented vectors (specs/exchange-rules.md), through the command line.
+CHECKSUM_VECTORS = [
+    (
+        "okex",
+        {"bids": [["3366.1", "7"], ["3366", "6"]], "asks": [["3366.8", "9"], ["3368", "8"]]},
+        "-1881014294",
+    ),
+    (
+        "okex-swap",
+        {"bids": [["3366.1", "7"]], "asks": [["3366.8", "9"], ["3368", "8"], ["3372", "8"]]},
+        "831078360",
+    ),
+    (
+        "kraken",
+        {
+            "asks": [[f"0.0{5005 + 5 * i}", "0.00000500"] for i in range(10)],
+            "bids": [
+                [p, "0.00000500"]
+                for p in (
+                    "0.05000",
+                    "0.04995",
+                    "0.04990",
+                    "0.04980",
+                    "0.04975",
+                    "0.04970",
+                    "0.04965",
+                    "0.04960",
+                    "0.04955",
+                    "0.04950",
+                )
+            ],
+        },
+        "974947235",
+    ),
+    ("kraken", {"bids": [], "asks": []}, "0"),
+    ("okex", {"bids": [], "asks": []}, "0"),
+]
+
+
+@pytest.mark.parametrize(("exchange", "book", "expected"), CHECKSUM_VECTORS)
+def test_checksum_command_on_the_documented_vectors(
+    exchange: str, book: dict, expected: str, tmp_path: Path
+) -> None:
+    proc = retape("checksum", "--exchange", exchange, stdin=orjson.dumps(book))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().strip() == expected
+    path = tmp_path / "book.json"
+    path.write_bytes(orjson.dumps(book))
+    assert retape("checksum", "--exchange", exchange, str(path)).stdout.decode().strip() == expected
+
+
+def test_checksum_command_kraken_v2_numbers_keep_their_trailing_zeros() -> None:
+    bids = (
+        "45283.5/0.10000000, 45283.4/1.54582015, 45282.1/0.10000000, 45281.0/0.10000000, 45280.3/1.54592586, "
+        "45279.0/0.07990000, 45277.6/0.03310103, 45277.5/0.30000000, 45277.3/1.54602737, 45276.6/0.15445238"
+    )
+    asks = (
+        "45285.2/0.00100000, 45286.4/1.54571953, 45286.6/1.54571109, 45289.6/1.54560911, 45290.2/0.15890660, "
+        "45291.8/1.54553491, 45294.7/0.04454749, 45296.1/0.35380000, 45297.5/0.09945542, 45299.5/0.18772827"
+    )
+
+    def levels(text: str) -> str:
+        return "[" + ",".join("[{},{}]".format(*pair.split("/")) for pair in text.split(", ")) + "]"
+
+    body = ('{"bids":' + levels(bids) + ',"asks":' + levels(asks) + "}").encode()  # JSON numbers, as v2 sends
+    proc = retape("checksum", "--exchange", "kraken", stdin=body)
+    assert proc.stdout.decode().strip() == "3310070434", proc.stderr
+
+
+def test_checksum_command_usage_errors() -> None:
+    assert retape("checksum", "--exchange", "nasdaq", stdin=b'{"bids":[],"asks":[]}').returncode == 2
+    assert retape("checksum", "--exchange", "okex", stdin=b"not json").returncode == 2
+    assert retape("checksum", "--exchange", "okex", stdin=b'{"bids": 5}').returncode == 2
