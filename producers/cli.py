@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="print no progress (the summary is still printed)"
     )
     audit.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    audit.add_argument("--verbose", action="store_true", help="list every stream in the summary")
 
     book = sub.add_parser("book", help="print the rebuilt book of one stream at a point in time")
     book.add_argument("paths", nargs="+", metavar="PATH")
@@ -166,7 +167,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         books.close()
     report = write_outputs(outcome, args.out)
     if not args.quiet:
-        print_summary(report, args.out)
+        print_summary(report, args.out, verbose=args.verbose)
     if args.fail_under is not None:
         below = [s for s in report["streams"] if s["integrity_score"] < args.fail_under]
         if below:
@@ -186,7 +187,11 @@ def _stale_book_files(out_dir: str) -> list[str]:
     return [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".csv")]
 
 
-def print_summary(report: dict[str, Any], out_dir: str) -> None:
+SUMMARY_ROWS = 25
+
+
+def print_summary(report: dict[str, Any], out_dir: str, verbose: bool = False) -> None:
+    """A readable summary: totals, then the streams (the worst first when there are many)."""
     inputs = report["inputs"]
     lines_total = sum(i["lines"] for i in inputs)
     print(f"retape audit: {len(inputs)} input file(s), {lines_total} lines, {report['malformed']} malformed")
@@ -196,12 +201,32 @@ def print_summary(report: dict[str, Any], out_dir: str) -> None:
     streams = report["streams"]
     if not streams:
         print("  no market-data streams found")
-    width = max((len(f"{s['exchange']} {s['symbol']} {s['channel']}") for s in streams), default=20)
-    for s in streams:
+        print(f"results in {out_dir}/")
+        return
+    exchanges = sorted({s["exchange"] for s in streams})
+    by_channel = {c: sum(1 for s in streams if s["channel"] == c) for c in ("book", "trades", "funding")}
+    channels = ", ".join(f"{n} {c}" for c, n in by_channel.items() if n)
+    print(f"{len(streams)} streams ({channels}) on {len(exchanges)} exchange(s): {', '.join(exchanges)}")
+    totals = {k: sum(s["faults"][k] for s in streams) for k in streams[0]["faults"]}
+    found = ", ".join(f"{k} {v}" for k, v in totals.items() if v)
+    print(f"faults: {found or 'none'}")
+    shown = streams
+    if not verbose and len(streams) > SUMMARY_ROWS:
+        faulty = [s for s in streams if any(s["faults"].values())]
+        shown = sorted(faulty, key=lambda s: (s["integrity_score"], s["exchange"], s["symbol"]))[
+            :SUMMARY_ROWS
+        ]
+        print(
+            f"{len(faulty)} stream(s) with faults; the {len(shown)} lowest scores:" if faulty else "all clean"
+        )
+    width = max((len(f"{s['exchange']} {s['symbol']} {s['channel']}") for s in shown), default=20)
+    for s in shown:
         name = f"{s['exchange']} {s['symbol']} {s['channel']}"
         faults = ", ".join(f"{k} {v}" for k, v in s["faults"].items() if v)
         score = s["integrity_score"]
         print(f"  {name:<{width}}  {s['messages']:>9} msgs  score {score:6.2f}  {faults or 'clean'}")
+    if shown is not streams:
+        print(f"  (every stream: {out_dir}/report.json, or --verbose)")
     print(f"results in {out_dir}/ (report.json, audit/records.jsonl, audit/MANIFEST, books/)")
 
 

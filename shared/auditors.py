@@ -73,6 +73,10 @@ class _Auditor:
         if drift is not None:
             self._find(Fault.TIMESTAMP_DRIFT, path, line, local_us, **drift)
 
+    def seam(self) -> None:
+        """The recording that fed this stream ended (end of an input group); another may follow."""
+        self.timing.new_recording()
+
     def _gap(self, gap: Gap, path: str, line: int, local_us: int | None) -> None:
         self.result.gaps.append(gap)
         self._find(Fault.GAP, path, line, local_us, after=gap.after, before=gap.before, missing=gap.missing)
@@ -107,11 +111,15 @@ class BookAuditor(_Auditor):
         # Diffs received before the snapshot that opens them (Binance: the stream is
         # subscribed first, the REST snapshot fetched after), replayed when it arrives.
         self.early: deque[BookMsg] = deque()
+        # Set between recordings: the next diff continues the book only if its ids chain on.
+        self.at_seam = False
 
     # -- input -----------------------------------------------------------------------
 
     def feed(self, m: BookMsg) -> None:
         self.result.messages += 1
+        if self.at_seam:
+            self._cross_seam(m)
         if m.snapshot or m.reset:
             self._snapshot(m)
             return
@@ -153,6 +161,35 @@ class BookAuditor(_Auditor):
             if len(early) > EARLY_LIMIT:
                 early.popleft()
                 self._note("before_snapshot")
+
+    def seam(self) -> None:
+        super().seam()
+        if self.seq is not None:
+            self._steps(self.seq.flush())
+        self.at_seam = True
+
+    def _cross_seam(self, m: BookMsg) -> None:
+        """The first message of another input: a snapshot opens it; a diff continues the book
+        only when the venue's ids prove it (a rotated file); else the book is unknown again,
+        exactly as the new recording starts (without a fault: no disconnect was recorded)."""
+        self.at_seam = False
+        if m.snapshot or m.reset or self.state != LIVE:
+            # Its snapshot is not compared with the book of the other recording.
+            self.last_local_us = None
+            self.deltas_since_snapshot = 0
+            return
+        seq = self.seq
+        if (
+            seq is not None
+            and seq.last is not None
+            and m.last_id is not None
+            and self.rule.follows(seq.last, m)
+        ):
+            return
+        self._note("new_recording")
+        self.state = UNKNOWN
+        self.safe = False
+        self.last_local_us = None
 
     def disconnect(self, path: str, line: int, local_us: int | None) -> None:
         if self.seq is not None:
@@ -223,8 +260,10 @@ class BookAuditor(_Auditor):
         seq = self.seq
         if seq is not None and seq.pending:
             self._steps(seq.flush())
+        older = self._older_than_book(m)
         if m.bridge:
-            if self.state == LIVE and self.safe and seq is not None:
+            if self.state == LIVE and self.safe and seq is not None and seq.last is not None and not older:
+                # The diffs already continue the book: the REST answer is only a cross-check.
                 if seq.last == m.last_id:
                     self._compare(m)
                 self._note("snapshot_while_live")
@@ -246,7 +285,9 @@ class BookAuditor(_Auditor):
                     self.feed(e)
             return
         self._drop_early()
-        if self.state == LIVE and self.safe and self.deltas_since_snapshot:
+        if older:
+            self._note("snapshot_older_than_book")  # another recording of the stream: not comparable
+        elif self.state == LIVE and self.safe and self.deltas_since_snapshot:
             self._compare(m)
         bad = self.book.reset(m.bids, m.asks)
         self.state = LIVE
@@ -256,6 +297,12 @@ class BookAuditor(_Auditor):
         if seq is not None:
             seq.reset(m.last_id)
         self._after(m, bad)
+
+    def _older_than_book(self, m: BookMsg) -> bool:
+        """A snapshot received before the last message already applied describes an older state
+        (inputs from different recordings of one stream); it resets the book, it is not checked."""
+        last = self.last_local_us
+        return last is not None and m.local_us is not None and m.local_us < last
 
     def _compare(self, m: BookMsg) -> None:
         diffs = differences(self.book, m.bids, m.asks)

@@ -108,13 +108,14 @@ def capture_groups(files: Sequence[str], formats: dict[str, str | None]) -> list
 class _FileContext:
     """Per-file state: the venue session and the book streams it fed (for disconnects)."""
 
-    __slots__ = ("book_keys", "session", "summary", "venue")
+    __slots__ = ("book_keys", "session", "stream_keys", "summary", "venue")
 
     def __init__(self, summary: InputSummary) -> None:
         self.summary = summary
         self.venue: Venue | None = None
         self.session: Session | None = None
         self.book_keys: set[StreamKey] = set()
+        self.stream_keys: set[StreamKey] = set()
 
 
 class Engine:
@@ -192,6 +193,12 @@ class Engine:
             for ctx in contexts.values():
                 if ctx.summary.error is None:
                     ctx.summary.error = f"read failed: {exc.strerror or exc}"
+        # The recording ends with this group: streams it fed may go on in another input.
+        fed = {key for ctx in contexts.values() for key in ctx.stream_keys}
+        for key in sorted(fed):
+            auditor = self.books.get(key) or self.trades.get(key) or self.funding.get(key)
+            if auditor is not None:
+                auditor.seam()
 
     def _consume(self, records: Iterable[RawRecord], contexts: dict[str, _FileContext]) -> None:
         loads = orjson.loads
@@ -276,6 +283,7 @@ class Engine:
         select = self.select
         if select is not None and not select(key):
             return
+        ctx.stream_keys.add(key)
         if isinstance(ev, BookMsg):
             book = self.books.get(key)
             if book is None:

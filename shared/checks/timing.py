@@ -32,6 +32,12 @@ class Timing:
         self._last_exch: int | None = None
         self.count = 0
 
+    def new_recording(self) -> None:
+        """Another recording follows: its clocks are not compared with this one's."""
+        self._last_exch = None
+        self._recent.clear()
+        self._ordered.clear()
+
     def check(self, local_us: int | None, exch_us: int | None) -> dict[str, Any] | None:
         """Record one message in sequence order; return drift details, or None."""
         if exch_us is None:

@@ -1,0 +1,51 @@
+"""Several inputs feeding one stream: rotated files continue, other recordings do not mix."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from shared.auditors import AuditConfig
+from shared.engine import Engine, rebuild_book
+
+DATA = Path(__file__).parent / "data"
+USDM = DATA / "hftbacktest" / "usdm" / "btcusdt_20240808.gz"
+CSV_SNAPSHOTS = DATA / "nautilus" / "binance-futures_book_snapshot_25_BTCUSDT.csv"  # 2020, same stream key
+KEY = ("binance-futures", "BTCUSDT", "book")
+
+
+def _book(outcome):  # type: ignore[no-untyped-def]
+    return next(s for s in outcome.streams if tuple(s.key) == KEY)
+
+
+def test_a_rotated_capture_continues_across_files(tmp_path: Path) -> None:
+    with gzip.open(USDM, "rb") as fh:
+        lines = fh.read().split(b"\n")[:-1]
+    half = len(lines) // 2
+    for name, part in (("btcusdt_20240808_a.gz", lines[:half]), ("btcusdt_20240808_b.gz", lines[half:])):
+        with gzip.open(tmp_path / name, "wb") as fh:
+            fh.write(b"\n".join(part) + b"\n")
+    split = Engine(AuditConfig()).run([str(tmp_path)])
+    whole = Engine(AuditConfig()).run([str(USDM)])
+    assert _book(split).faults == _book(whole).faults
+    assert "new_recording" not in _book(split).notes
+    at = 1723161600_000_000
+    a = rebuild_book([str(tmp_path)], *KEY[:2], at)
+    b = rebuild_book([str(USDM)], *KEY[:2], at)
+    assert (a["bids"], a["asks"], a["safe"]) == (b["bids"], b["asks"], True)
+
+
+def test_another_recording_after_a_capture_is_not_compared_with_it() -> None:
+    outcome = Engine(AuditConfig()).run([str(USDM), str(CSV_SNAPSHOTS)])
+    book = _book(outcome)
+    assert book.faults["snapshot_mismatch"] == 0 and book.faults["timestamp_drift"] == 0
+
+
+def test_diffs_of_another_recording_wait_for_their_own_snapshot() -> None:
+    outcome = Engine(AuditConfig()).run([str(CSV_SNAPSHOTS), str(USDM)])
+    book = _book(outcome)
+    assert book.notes.get("new_recording") == 1
+    for kind in ("crossed_book", "gap", "snapshot_mismatch", "timestamp_drift"):
+        assert book.faults[kind] == 0, kind
+    alone = _book(Engine(AuditConfig()).run([str(USDM)]))
+    assert book.messages == alone.messages + 10  # the ten CSV snapshots
