@@ -21,6 +21,7 @@ from shared.formats.timestamps import iso_to_us
 EXIT_OK = 0
 EXIT_BELOW_THRESHOLD = 1
 EXIT_USAGE = 2
+MAX_AT_US = 253402300800 * 1_000_000  # 10000-01-01T00:00:00Z
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,13 +50,17 @@ def _non_negative_float(text: str) -> float:
 
 
 def parse_time(text: str) -> int:
-    """ISO-8601 (UTC, ``Z``) or integer epoch microseconds."""
-    if text.isdigit():
-        return int(text)
-    try:
-        return iso_to_us(text.encode())
-    except (ValueError, UnicodeEncodeError):
-        raise UsageError(f"--at: not an ISO-8601 UTC time or epoch microseconds: {text!r}") from None
+    """ISO-8601 (UTC, ``Z``) or integer epoch microseconds, up to the year 9999."""
+    if text.isdigit() and len(text) <= 18:
+        value = int(text)
+    else:
+        try:
+            value = iso_to_us(text.encode())
+        except (ValueError, UnicodeEncodeError, OverflowError):
+            value = -1
+    if not 0 <= value < MAX_AT_US:
+        raise UsageError(f"--at: not an ISO-8601 UTC time or epoch microseconds: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,6 @@ EARLY_LIMIT = 4096
 
 # Book states.
 UNKNOWN = 0  # no snapshot yet, or after a disconnect
-BRIDGING = 1  # holding a REST snapshot, waiting for the diff that continues it
 LIVE = 2
 
 
@@ -77,6 +76,11 @@ class _Auditor:
         """The recording that fed this stream ended (end of an input group); another may follow."""
         self.timing.new_recording()
 
+    def disconnect(self, path: str, line: int, local_us: int | None) -> None:
+        """A recorder disconnect: messages may be missing; the clock starts afresh."""
+        self._find(Fault.DISCONNECT, path, line, local_us)
+        self.timing.new_recording()
+
     def _gap(self, gap: Gap, path: str, line: int, local_us: int | None) -> None:
         self.result.gaps.append(gap)
         self._find(Fault.GAP, path, line, local_us, after=gap.after, before=gap.before, missing=gap.missing)
@@ -101,18 +105,35 @@ class BookAuditor(_Auditor):
         self.state = UNKNOWN
         self.safe = False
         self.crossed = False
-        self.snapshot_id: int | None = None
         self.deltas_since_snapshot = 0
         self.recent_raw: deque[bytes] = deque()
         self.recent_raw_set: set[bytes] = set()
         self.last_local_us: int | None = None
         self.sink = sink
         self.next_emit_us = 0
-        # Diffs received before the snapshot that opens them (Binance: the stream is
-        # subscribed first, the REST snapshot fetched after), replayed when it arrives.
+        # Diffs received while the book is unknown (Binance subscribes to the stream first
+        # and fetches the REST snapshot after), offered again when a snapshot arrives.
         self.early: deque[BookMsg] = deque()
+        # Diffs applied while the book was unsafe: a later REST snapshot (older than them)
+        # resets the book, and they are applied again on top of it, without new findings.
+        self.unsafe_applied: deque[BookMsg] = deque(maxlen=EARLY_LIMIT)
+        self.quiet = False
         # Set between recordings: the next diff continues the book only if its ids chain on.
         self.at_seam = False
+
+    @property
+    def in_sync(self) -> bool:
+        """The book can be trusted: live, no fault since its snapshot, and bridged."""
+        seq = self.seq
+        return self.state == LIVE and self.safe and not (seq is not None and seq.bridge)
+
+    def _find(self, fault: str, path: str, line: int, local_us: int | None, **detail: Any) -> None:
+        if not self.quiet:
+            super()._find(fault, path, line, local_us, **detail)
+
+    def _note(self, what: str) -> None:
+        if not self.quiet:
+            super()._note(what)
 
     # -- input -----------------------------------------------------------------------
 
@@ -123,44 +144,46 @@ class BookAuditor(_Auditor):
         if m.snapshot or m.reset:
             self._snapshot(m)
             return
-        state = self.state
-        if state == LIVE:
-            seq = self.seq
-            if seq is None or m.last_id is None:
-                # A venue without ids, or a message of a format that carries none (Bybit
-                # v2 beside v5, OKX before seqId): no continuity to check.
-                if m.raw is not None and self._repeat(m.raw):
-                    self._find(Fault.DUPLICATE, m.path, m.line, m.local_us)
-                    return
-                self._apply(m)
+        if self.state == LIVE:
+            self._offer(m)
+            return
+        early = self.early
+        early.append(m)
+        if len(early) > EARLY_LIMIT:
+            early.popleft()
+            self._note("before_snapshot")
+
+    def _offer(self, m: BookMsg) -> None:
+        seq = self.seq
+        if seq is None or m.last_id is None:
+            # A venue without ids, or a message of a format that carries none (Bybit v2
+            # beside v5, OKX before seqId): no continuity to check.
+            if m.raw is not None and self._repeat(m.raw):
+                self._find(Fault.DUPLICATE, m.path, m.line, m.local_us)
                 return
-            last = seq.last
-            if last is not None and not seq.pending and self.rule.follows(last, m):
-                seq.last = m.last_id
-                self._apply(m)
-                return
-            steps, reason = seq.offer(m, self.result.messages)
-            if reason == "duplicate":
-                self._find(Fault.DUPLICATE, m.path, m.line, m.local_us, last_id=m.last_id)
-            elif reason == "late":
-                self._find(
-                    Fault.OUT_OF_ORDER,
-                    m.path,
-                    m.line,
-                    m.local_us,
-                    last_id=m.last_id,
-                    applied=False,
-                    reason="arrived after the reorder window closed the gap",
-                )
-            self._steps(steps)
-        elif state == BRIDGING:
-            self._bridge(m)
-        else:
-            early = self.early
-            early.append(m)
-            if len(early) > EARLY_LIMIT:
-                early.popleft()
-                self._note("before_snapshot")
+            self._apply(m)
+            return
+        last = seq.last
+        if last is not None and not seq.pending and not seq.bridge and self.rule.follows(last, m):
+            seq.last = m.last_id
+            self._apply(m)
+            return
+        steps, reason = seq.offer(m, self.result.messages)
+        if reason == "duplicate":
+            self._find(Fault.DUPLICATE, m.path, m.line, m.local_us, last_id=m.last_id)
+        elif reason == "stale":
+            self._note("before_snapshot")
+        elif reason == "late":
+            self._find(
+                Fault.OUT_OF_ORDER,
+                m.path,
+                m.line,
+                m.local_us,
+                last_id=m.last_id,
+                applied=False,
+                reason="arrived after the reorder window closed the gap",
+            )
+        self._steps(steps)
 
     def seam(self) -> None:
         super().seam()
@@ -182,6 +205,7 @@ class BookAuditor(_Auditor):
         if (
             seq is not None
             and seq.last is not None
+            and not seq.bridge
             and m.last_id is not None
             and self.rule.follows(seq.last, m)
         ):
@@ -190,13 +214,15 @@ class BookAuditor(_Auditor):
         self.state = UNKNOWN
         self.safe = False
         self.last_local_us = None
+        self.unsafe_applied.clear()
 
     def disconnect(self, path: str, line: int, local_us: int | None) -> None:
         if self.seq is not None:
             self._steps(self.seq.flush())
-        self._find(Fault.DISCONNECT, path, line, local_us)
+        super().disconnect(path, line, local_us)
         self.state = UNKNOWN
         self.safe = False
+        self.unsafe_applied.clear()
 
     def finish(self) -> StreamResult:
         if self.seq is not None:
@@ -218,30 +244,12 @@ class BookAuditor(_Auditor):
                 self._find(Fault.DUPLICATE, m.path, m.line, m.local_us, last_id=m.last_id)
                 continue
             if s.gap is not None:
-                self._gap(s.gap, m.path, m.line, m.local_us)
+                if not self.quiet:
+                    self._gap(s.gap, m.path, m.line, m.local_us)
                 self.safe = False
             if s.late:
                 self._find(Fault.OUT_OF_ORDER, m.path, m.line, m.local_us, last_id=m.last_id, applied=True)
             self._apply(m)
-
-    def _bridge(self, m: BookMsg) -> None:
-        rule = self.rule
-        snap = self.snapshot_id
-        assert snap is not None and self.seq is not None
-        if rule.stale(snap, m):
-            self._note("before_snapshot")
-            return
-        self.state = LIVE
-        self.seq.reset(m.last_id)
-        if not rule.bridges(snap, m):
-            self._gap(
-                Gap(after=snap, before=rule.first(m), missing=rule.missing(snap, m)),
-                m.path,
-                m.line,
-                m.local_us,
-            )
-            self.safe = False
-        self._apply(m)
 
     def _repeat(self, raw: bytes) -> bool:
         seen = self.recent_raw_set
@@ -258,45 +266,66 @@ class BookAuditor(_Auditor):
 
     def _snapshot(self, m: BookMsg) -> None:
         seq = self.seq
-        if seq is not None and seq.pending:
-            self._steps(seq.flush())
         older = self._older_than_book(m)
         if m.bridge:
             if self.state == LIVE and self.safe and seq is not None and seq.last is not None and not older:
-                # The diffs already continue the book: the REST answer is only a cross-check.
-                if seq.last == m.last_id:
-                    self._compare(m)
-                self._note("snapshot_while_live")
-                return
-            bad = self.book.reset(m.bids, m.asks)
-            self.state = BRIDGING
-            self.snapshot_id = m.last_id
-            self.safe = True
-            self.crossed = False
-            self.deltas_since_snapshot = 0
-            self._after(m, bad)
-            early = list(self.early)
-            self.early.clear()
-            for e in early:
-                if self.state == BRIDGING:
-                    self._bridge(e)
-                else:
-                    self.result.messages -= 1  # counted when it arrived
-                    self.feed(e)
+                if m.last_id is None or m.last_id <= seq.last or not seq.pending:
+                    # The diffs already continue the book: the REST answer is only a cross-check
+                    # (its bad values are still reported).
+                    for level in Book().reset(m.bids, m.asks):
+                        self._find(Fault.INVALID_VALUE, m.path, m.line, m.local_us, level=_jsonable(level))
+                    if seq.last == m.last_id and not seq.pending:
+                        self._compare(m)
+                    self._note("snapshot_while_live")
+                    return
+                # A hole is open and the snapshot is past it: the hole is a gap, the snapshot
+                # brings the book back.
+                self._steps(seq.flush())
+            self._bridge_snapshot(m)
             return
+        if seq is not None and seq.pending:
+            self._steps(seq.flush())
         self._drop_early()
         if older:
             self._note("snapshot_older_than_book")  # another recording of the stream: not comparable
         elif self.state == LIVE and self.safe and self.deltas_since_snapshot:
             self._compare(m)
         bad = self.book.reset(m.bids, m.asks)
+        self._opened()
+        if seq is not None:
+            seq.reset(m.last_id)
+        self._after(m, bad)
+
+    def _opened(self) -> None:
         self.state = LIVE
         self.safe = True
         self.crossed = False
         self.deltas_since_snapshot = 0
+
+    def _bridge_snapshot(self, m: BookMsg) -> None:
+        """A REST snapshot: the diffs received before and around it are bridged onto it."""
+        seq = self.seq
+        redo = list(self.unsafe_applied) if self.state == LIVE else []
+        held = seq.take_pending() if seq is not None else []
+        early = list(self.early)
+        self.early.clear()
+        self.unsafe_applied.clear()
+        bad = self.book.reset(m.bids, m.asks)
+        self._opened()
         if seq is not None:
-            seq.reset(m.last_id)
-        self._after(m, bad)
+            seq.reset(m.last_id, bridge=True)
+        # The REST answer's time is when it was served, not a point in the stream: no clock check.
+        self._after(m, bad, clock=False)
+        if redo:
+            # Already applied to the unsafe book, with their findings: apply them again, quietly.
+            self.quiet = True
+            try:
+                for d in redo:
+                    self._offer(d)
+            finally:
+                self.quiet = False
+        for d in (*early, *held):
+            self._offer(d)
 
     def _older_than_book(self, m: BookMsg) -> bool:
         """A snapshot received before the last message already applied describes an older state
@@ -319,13 +348,15 @@ class BookAuditor(_Auditor):
             bad = (bad or []) + bad_asks
         self.deltas_since_snapshot += 1
         self._after(m, bad)
+        if not self.safe and not self.quiet:
+            self.unsafe_applied.append(m)
 
-    def _after(self, m: BookMsg, bad: list[Any] | None) -> None:
+    def _after(self, m: BookMsg, bad: list[Any] | None, clock: bool = True) -> None:
         book = self.book
         if m.depth is not None:
             book.bids.trim(m.depth)
             book.asks.trim(m.depth)
-        if m.exch_us is not None:
+        if clock and m.exch_us is not None and not self.quiet:
             self._clock(m.local_us, m.exch_us, m.path, m.line)
         if bad:
             for level in bad:
@@ -360,10 +391,10 @@ class BookAuditor(_Auditor):
             if self.last_local_us is None or local > self.last_local_us:
                 self.last_local_us = local
             sink = self.sink
-            if sink is not None and local >= self.next_emit_us:
+            if sink is not None and local >= self.next_emit_us and not self.quiet:
                 interval = self.cfg.book_interval_us
                 self.next_emit_us = (local // interval + 1) * interval
-                if self.safe:
+                if self.in_sync:
                     sink(self.key, local, m.exch_us, book)
                 else:
                     self._note("book_rows_withheld_unsafe")

@@ -3,36 +3,38 @@
 Each side is a ``dict`` from price text to quantity text (exactly as the exchange sent
 them), plus a lazy heap of exact numeric keys (see :mod:`shared.numbers`) that gives the
 best level in O(1) amortised and the top N levels by a best-first walk of the heap.
-A price written two ways ("7.61" and "7.6100") is one level: the value-to-text map
-catches the alias when a new text appears.
+A price written two ways ("7.61" and "7.6100") is one level: the key-to-text map catches
+the alias when a new text appears.
 
-Validation is cached per distinct text: real streams repeat a small set of quantity and
-price strings, so the hot path is two dict look-ups per level.
+Keys are floats while every price of the side is a short plain decimal (exact, see
+:mod:`shared.numbers`); the first price that needs more switches the whole side to
+Decimal keys, so the two kinds are never compared.  Validation is cached per distinct
+text: real streams repeat a small set of strings, so the hot path is two dict look-ups
+per level.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from decimal import Decimal
 from heapq import heapify, heappop, heappush
 from typing import Any
 
-from shared.numbers import INVALID, POSITIVE, ZERO, as_text, classify_qty, order_key
+from shared.numbers import INVALID, POSITIVE, ZERO, as_text, classify_qty, exact_decimal, order_key
 
-Key = float | int | Decimal
+Key = float | Decimal
 _MISSING = object()
 _CACHE_LIMIT = 400_000
 
-# Shared validation caches (text -> class / exact key); bounded so memory stays flat.
-_QTY_CLASS: dict[Any, int] = {}
-_PRICE_KEY: dict[Any, Any] = {}
+# Validation caches for text (str keys only: 1 == 1.0 == True must never share an entry).
+_QTY_CLASS: dict[str, int] = {}
+_PRICE_KEY: dict[str, Any] = {}
 
 
 def _qty_class(q: Any) -> int:
-    try:
-        c = _QTY_CLASS.get(q)
-    except TypeError:  # unhashable: not a number at all
-        return INVALID
+    if type(q) is not str:
+        return classify_qty(q)
+    c = _QTY_CLASS.get(q)
     if c is None:
         if len(_QTY_CLASS) > _CACHE_LIMIT:
             _QTY_CLASS.clear()
@@ -41,11 +43,11 @@ def _qty_class(q: Any) -> int:
 
 
 def price_key(p: Any) -> Any:
-    """Exact key of a price text, or None when the price is not a positive finite decimal."""
-    try:
-        k = _PRICE_KEY.get(p, _MISSING)
-    except TypeError:
-        return None
+    """Exact key of a price (float or Decimal), or None when not a positive finite decimal."""
+    if type(p) is not str:
+        k = order_key(p)
+        return k if k is not None and k > 0 else None
+    k = _PRICE_KEY.get(p, _MISSING)
     if k is _MISSING:
         if len(_PRICE_KEY) > _CACHE_LIMIT:
             _PRICE_KEY.clear()
@@ -56,14 +58,27 @@ def price_key(p: Any) -> Any:
     return k
 
 
-class Side:
-    """One side of a book. ``bid`` sides keep negated keys in their heap."""
+def _exact_price(p: Any) -> Decimal | None:
+    d = exact_decimal(p)
+    return d if d is not None and d > 0 else None
 
-    __slots__ = ("_heap", "_sign", "_text_of", "bid", "levels")
+
+class _NeedsExact(Exception):
+    """A price that a float key cannot hold exactly: the side switches to Decimal keys."""
+
+
+class Side:
+    """One side of a book. ``bid`` sides keep negated keys in their heap.
+
+    Invariant: every key in ``_text_of`` has exactly one heap entry, so a price that comes
+    back after a delete needs no new entry while its old one is still in the heap.
+    """
+
+    __slots__ = ("_heap", "_text_of", "bid", "exact", "levels")
 
     def __init__(self, bid: bool) -> None:
         self.bid = bid
-        self._sign = -1 if bid else 1
+        self.exact = False
         self.levels: dict[Any, Any] = {}
         self._heap: list[Any] = []
         self._text_of: dict[Any, Any] = {}
@@ -71,21 +86,36 @@ class Side:
     def __len__(self) -> int:
         return len(self.levels)
 
+    def _key_of_entry(self, v: Any) -> Any:
+        if not self.bid:
+            return v
+        return v.copy_negate() if self.exact else -v
+
+    def _entry_of_key(self, k: Any) -> Any:
+        if not self.bid:
+            return k
+        return k.copy_negate() if self.exact else -k
+
     # -- updates ---------------------------------------------------------------------
 
     def apply(self, levels: Iterable[Any]) -> list[Any] | None:
-        """Apply ``[price, qty]`` levels; return the invalid ones (not applied), or None."""
+        """Apply ``[price, qty]`` levels; return the invalid ones (not applied), or None.
+
+        Replaying levels is idempotent, so when the fast path gives up part-way the whole
+        list is applied again by a slower, checking path.
+        """
+        if self.exact:
+            return self._apply_checked(levels)
         try:
             return self._apply_fast(levels)
+        except _NeedsExact:
+            self._to_exact()
+            return self._apply_checked(levels)
         except (TypeError, ValueError):
-            # A level of the wrong shape or type.  Replaying is idempotent: the levels
-            # already applied are set again to the same values.
             return self._apply_checked(levels)
 
     def _apply_fast(self, levels: Iterable[Any]) -> list[Any] | None:
-        # The hot loop of the whole engine: everything it needs is a local.  Invariant:
-        # every key in ``text_of`` has exactly one heap entry, so a price that comes back
-        # after a delete needs no new entry while its old one is still in the heap.
+        # The hot loop of the whole engine: everything it needs is a local.
         d = self.levels
         text_of = self._text_of
         heap = self._heap
@@ -112,6 +142,8 @@ class Side:
                         bad = []
                     bad.append([p, q])
                     continue
+                if type(k) is not float:
+                    raise _NeedsExact
                 other = text_of.get(k)
                 if other is None:
                     d[p] = q
@@ -133,6 +165,8 @@ class Side:
                             bad = []
                         bad.append([p, q])
                         continue
+                    if type(k) is not float:
+                        raise _NeedsExact
                     other = text_of.get(k)
                     if other is not None and other != p:
                         d.pop(other, None)
@@ -145,6 +179,7 @@ class Side:
         return bad
 
     def _apply_checked(self, levels: Iterable[Any]) -> list[Any] | None:
+        """Level by level, checking shapes; used for odd input and for Decimal keys."""
         bad: list[Any] = []
         try:
             items = list(levels)
@@ -154,26 +189,80 @@ class Side:
             if not isinstance(level, (list, tuple)) or len(level) < 2:
                 bad.append(level)
                 continue
+            p, q = level[0], level[1]
             try:
-                got = self._apply_fast([level[:2]])
-            except (TypeError, ValueError):
-                got = [level]
-            if got:
-                bad.extend(got)
+                hash(p)
+            except TypeError:
+                bad.append(level)
+                continue
+            if not self.exact:
+                try:
+                    got = self._apply_fast([(p, q)])
+                except _NeedsExact:
+                    self._to_exact()
+                else:
+                    if got:
+                        bad.extend(got)
+                    continue
+            if not self._apply_exact_level(p, q):
+                bad.append([p, q])
         return bad or None
+
+    def _apply_exact_level(self, p: Any, q: Any) -> bool:
+        """One level with Decimal keys; False when it is invalid (not applied)."""
+        c = _qty_class(q)
+        if c == INVALID:
+            return False
+        d = self.levels
+        if c == POSITIVE and p in d:
+            d[p] = q
+            return True
+        k = _exact_price(p)
+        if k is None:
+            return False
+        text_of = self._text_of
+        other = text_of.get(k)
+        if c == ZERO:
+            d.pop(p, None)
+            if other is not None and other != p:
+                d.pop(other, None)
+            return True
+        if other is None:
+            d[p] = q
+            text_of[k] = p
+            heappush(self._heap, self._entry_of_key(k))
+        elif other in d:
+            d[other] = q
+        else:
+            d[p] = q
+            text_of[k] = p
+        return True
+
+    def _to_exact(self) -> None:
+        """Switch every key of the side to an exact Decimal."""
+        self.exact = True
+        text_of: dict[Any, Any] = {}
+        for p in self.levels:
+            k = _exact_price(p)
+            if k is not None:
+                text_of[k] = p
+        self._text_of = text_of
+        self._heap = [self._entry_of_key(k) for k in text_of]
+        heapify(self._heap)
 
     def _compact(self) -> None:
         """Drop heap entries and key texts of levels that are gone."""
         d = self.levels
         text_of = {k: p for k, p in self._text_of.items() if p in d}
         self._text_of = text_of
-        self._heap = [-k for k in text_of] if self.bid else list(text_of)
+        self._heap = [self._entry_of_key(k) for k in text_of]
         heapify(self._heap)
 
     def clear(self) -> None:
         self.levels = {}
         self._heap = []
         self._text_of = {}
+        self.exact = False
 
     def replace(self, levels: Iterable[Any]) -> list[Any] | None:
         self.clear()
@@ -186,9 +275,17 @@ class Side:
         h = self._heap
         text_of = self._text_of
         d = self.levels
-        sign = self._sign
+        if self.bid:
+            exact = self.exact
+            while h:
+                k = h[0].copy_negate() if exact else -h[0]
+                if text_of[k] in d:
+                    return k
+                heappop(h)
+                del text_of[k]
+            return None
         while h:
-            k = h[0] * sign
+            k = h[0]
             if text_of[k] in d:
                 return k
             heappop(h)
@@ -210,13 +307,12 @@ class Side:
             return out
         d = self.levels
         text_of = self._text_of
-        sign = self._sign
+        unkey = self._key_of_entry
         size = len(h)
         frontier: list[tuple[Any, int]] = [(h[0], 0)]
         while frontier and len(out) < n:
             v, i = heappop(frontier)
-            k = v * sign
-            t = text_of[k]
+            t = text_of[unkey(v)]
             if t in d:
                 out.append((t, d[t]))
             child = 2 * i + 1
@@ -230,7 +326,10 @@ class Side:
         """Keep only the best ``depth`` levels (venues that stop sending levels out of scope)."""
         if len(self.levels) > depth:
             keep = self.top(depth)
+            exact = self.exact
             self.clear()
+            if exact:
+                self._to_exact()
             self.apply([[p, q] for p, q in keep])
 
     def sorted_levels(self) -> list[tuple[Any, Any]]:
@@ -259,7 +358,14 @@ class Book:
         if b is None:
             return False
         a = self.asks.best_key()
-        return a is not None and b >= a
+        if a is None:
+            return False
+        if type(a) is type(b):
+            return bool(b >= a)
+        # One side holds Decimal keys, the other floats: compare the texts exactly.
+        bb, ba = self.bids.best(), self.asks.best()
+        assert bb is not None and ba is not None
+        return bool(_exact_price(bb[0]) >= _exact_price(ba[0]))  # type: ignore[operator]
 
     def snapshot(self, depth: int) -> dict[str, list[list[str]]]:
         return {
@@ -268,31 +374,32 @@ class Book:
         }
 
 
-def differences(book: Book, bids: Sequence[Any], asks: Sequence[Any]) -> list[dict[str, Any]]:
+def differences(book: Book, bids: Any, asks: Any) -> list[dict[str, Any]]:
     """Levels where ``book`` disagrees with a snapshot, inside the price range the snapshot covers.
 
     A snapshot limited to N levels says nothing beyond its deepest level, so levels the
-    book holds past that are not compared.
+    book holds past that are not compared.  Malformed snapshot levels are skipped (the
+    snapshot itself reports them when it is applied).  Comparison is by exact value.
     """
     out: list[dict[str, Any]] = []
     for name, side, snap in (("bid", book.bids, bids), ("ask", book.asks, asks)):
-        want: dict[Any, Any] = {}
-        for level in snap:
-            k = price_key(level[0])
-            qk = order_key(level[1])
-            if k is None or qk is None or qk == 0:
+        want: dict[Decimal, tuple[Any, Any, Decimal]] = {}
+        for level in snap if isinstance(snap, (list, tuple)) else ():
+            if not isinstance(level, (list, tuple)) or len(level) < 2:
+                continue
+            k = _exact_price(level[0])
+            qk = exact_decimal(level[1])
+            if k is None or qk is None or qk <= 0:
                 continue
             want[k] = (level[0], level[1], qk)
+        have: dict[Decimal, tuple[Any, Any, Decimal | None]] = {}
         if want:
             edge = min(want) if side.bid else max(want)
-        have: dict[Any, tuple[Any, Any, Any]] = {}
-        for p, q in side.levels.items():
-            k = price_key(p)
-            if k is None:
-                continue
-            if not want or (k < edge if side.bid else k > edge):
-                continue
-            have[k] = (p, q, order_key(q))
+            for p, q in side.levels.items():
+                k = _exact_price(p)
+                if k is None or (k < edge if side.bid else k > edge):
+                    continue
+                have[k] = (p, q, exact_decimal(q))
         for k in sorted(set(want) | set(have)):
             w = want.get(k)
             h = have.get(k)

@@ -108,13 +108,12 @@ def capture_groups(files: Sequence[str], formats: dict[str, str | None]) -> list
 class _FileContext:
     """Per-file state: the venue session and the book streams it fed (for disconnects)."""
 
-    __slots__ = ("book_keys", "session", "stream_keys", "summary", "venue")
+    __slots__ = ("session", "stream_keys", "summary", "venue")
 
     def __init__(self, summary: InputSummary) -> None:
         self.summary = summary
         self.venue: Venue | None = None
         self.session: Session | None = None
-        self.book_keys: set[StreamKey] = set()
         self.stream_keys: set[StreamKey] = set()
 
 
@@ -205,6 +204,7 @@ class Engine:
         until = self.until_us
         ctx: _FileContext | None = None
         ctx_path = ""
+        past_until: set[str] = set()  # files read up to ``until`` (what follows is later)
         for rec in records:
             if rec.path != ctx_path:
                 ctx = contexts[rec.path]
@@ -212,7 +212,10 @@ class Engine:
             assert ctx is not None
             summary = ctx.summary
             summary.lines += 1
-            if until is not None and rec.local_us is not None and rec.local_us > until:
+            if until is not None and (
+                rec.path in past_until or (rec.local_us is not None and rec.local_us > until)
+            ):
+                past_until.add(rec.path)
                 summary.ignored += 1
                 continue
             kind = rec.kind
@@ -288,7 +291,6 @@ class Engine:
             book = self.books.get(key)
             if book is None:
                 book = self.books[key] = BookAuditor(key, rules_for(key.exchange), self.cfg, self.book_sink)
-            ctx.book_keys.add(key)
             book.feed(ev)
         elif isinstance(ev, TradeMsg):
             trades = self.trades.get(key)
@@ -302,8 +304,14 @@ class Engine:
             funding.feed(ev)
 
     def _disconnect(self, ev: Disconnect, ctx: _FileContext) -> None:
-        for key in sorted(ctx.book_keys):
-            self.books[key].disconnect(ev.path, ev.line, ev.local_us)
+        """Every stream the file fed so far may have lost messages; books are unknown again."""
+        if not ctx.stream_keys:
+            ctx.summary.ignored += 1  # nothing was being recorded yet
+            return
+        for key in sorted(ctx.stream_keys):
+            auditor = self.books.get(key) or self.trades.get(key) or self.funding.get(key)
+            if auditor is not None:
+                auditor.disconnect(ev.path, ev.line, ev.local_us)
 
     def finish(self) -> AuditOutcome:
         results: list[StreamResult] = []
@@ -354,7 +362,7 @@ def rebuild_book(
         "local_timestamp": None
         if auditor is None or auditor.last_local_us is None
         else us_to_iso(auditor.last_local_us),
-        "safe": bool(auditor is not None and auditor.safe and auditor.state == 2),
+        "safe": bool(auditor is not None and auditor.in_sync),
         "bids": snap["bids"],
         "asks": snap["asks"],
     }

@@ -1,77 +1,102 @@
 """Exact decimal text: validation and ordering keys.
 
 The book stores prices and quantities as the text the exchange sent.  To order price
-levels it needs a numeric key; :func:`order_key` gives one that is *exact*: a Python
-float for text of at most 15 characters (any decimal with at most 15 significant digits
-maps to a distinct double, and the mapping is monotone, so equal keys mean equal prices)
-and a :class:`~decimal.Decimal` beyond that.  Python compares and hashes floats and
-Decimals exactly across the two types, so mixed keys order correctly.
+levels it needs a numeric key, and the key must be exact:
 
-Nothing here ever turns a float back into a price a user sees.
+- a *short* plain decimal (no exponent, at most 15 significant digits, at most 40
+  characters) gets a float key: every such decimal maps to a distinct double and the
+  mapping is monotone, so floats order and identify these prices exactly among
+  themselves;
+- anything else gets a :class:`~decimal.Decimal` key built from the text (the
+  constructor never rounds).
+
+A float key and a Decimal key must never be compared with each other (a float is a
+binary fraction, not the decimal it came from): a book side switches all its keys to
+Decimal as soon as one price needs it (see :mod:`shared.book`).
+
+Values beyond ``LIMIT`` in magnitude are treated as invalid: no exchange quotes them, and
+they are what corrupted input looks like.  Nothing here turns a float back into a price a
+user sees.
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-# Classification of a quantity text.
+# Classification of a quantity.
 ZERO = 0
 POSITIVE = 1
 INVALID = 2
 
-_INF = float("inf")
-_SHORT = 15
-_ALLOWED = frozenset("0123456789.-+eE")
+LIMIT = Decimal("1e30")
+_FLOAT_LIMIT = 1e30
+_PLAIN = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)\Z")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,6})?\Z")
+_MAX_TEXT = 400
 
 
-def order_key(text: Any) -> float | Decimal | None:
-    """Exact numeric key of a decimal text, or None when it is not a finite decimal.
-
-    JSON numbers that a decoder turned into float or int (FTX, Kraken v2 without
-    Decimal parsing) are accepted as they are: their text is their repr.
-    """
-    if isinstance(text, str):
-        if not text or not _ALLOWED.issuperset(text):
+def exact_decimal(value: Any) -> Decimal | None:
+    """The exact Decimal of a decimal text or JSON number, or None when it is not a finite
+    decimal within ``LIMIT``."""
+    if type(value) is str:
+        if len(value) > _MAX_TEXT or not _DECIMAL.match(value):
             return None
-        try:
-            value: float | Decimal = float(text) if len(text) <= _SHORT else Decimal(text)
-        except (ValueError, InvalidOperation):
+        d = Decimal(value)
+    elif type(value) is float:
+        if value != value or value in (float("inf"), float("-inf")):
             return None
-        if isinstance(value, Decimal):
-            if not value.is_finite():
-                return None
-            # A long text that still has few significant digits gets the float key, so
-            # "7.61" and "7.610000000000000000" land on the same level.
-            if len(value.normalize().as_tuple().digits) <= _SHORT:
-                return float(value)
-            return value
-        if value != value or value in (_INF, -_INF):
+        d = Decimal(repr(value))
+    elif type(value) is int:
+        d = Decimal(value)
+    elif type(value) is Decimal:
+        d = value
+    else:
+        return None  # bool, None, containers
+    if not d.is_finite() or abs(d) >= LIMIT:
+        return None
+    return d
+
+
+def _significant(text: str) -> int:
+    digits = text.lstrip("+-").replace(".", "").lstrip("0")
+    if "." in text:
+        digits = digits.rstrip("0")
+    return len(digits)
+
+
+def order_key(value: Any) -> float | Decimal | None:
+    """Exact ordering key (see the module text), or None when not a finite decimal in range."""
+    t = type(value)
+    if t is str:
+        if len(value) <= 40 and _PLAIN.match(value) and _significant(value) <= 15:
+            f = float(value)
+            return f if abs(f) < _FLOAT_LIMIT else None
+        return exact_decimal(value)
+    if t is float:
+        if value != value or not -_FLOAT_LIMIT < value < _FLOAT_LIMIT:
             return None
         return value
-    if isinstance(text, bool):
-        return None
-    if isinstance(text, int):
-        return text if abs(text) < 10**30 else Decimal(text)
-    if isinstance(text, float):
-        if text != text or text in (_INF, -_INF):
-            return None
-        return text
-    if isinstance(text, Decimal):
-        return text if text.is_finite() else None
+    if t is int:
+        if -(2**53) < value < 2**53:
+            return float(value)
+        return exact_decimal(value)
+    if t is Decimal:
+        return exact_decimal(value)
     return None
 
 
-def classify_qty(text: Any) -> int:
-    """ZERO, POSITIVE or INVALID (negative, not a finite decimal, wrong type)."""
-    key = order_key(text)
+def classify_qty(value: Any) -> int:
+    """ZERO, POSITIVE or INVALID (negative, not a finite decimal, out of range, wrong type)."""
+    key = order_key(value)
     if key is None or key < 0:
         return INVALID
     return ZERO if key == 0 else POSITIVE
 
 
-def is_valid_price(text: Any) -> bool:
-    key = order_key(text)
+def is_valid_price(value: Any) -> bool:
+    key = order_key(value)
     return key is not None and key > 0
 
 
@@ -81,13 +106,27 @@ def as_text(value: Any) -> str:
         return value
     if isinstance(value, float):
         return repr(value)
-    if isinstance(value, Decimal):
-        return str(value)
     return str(value)
 
 
-def to_decimal(text: Any) -> Decimal:
-    """Exact Decimal of a validated decimal text (raises on invalid text)."""
-    if isinstance(text, float):
-        return Decimal(repr(text))
-    return Decimal(str(text))
+def to_decimal(value: Any) -> Decimal:
+    """Exact Decimal of a validated value (raises ValueError otherwise)."""
+    d = exact_decimal(value)
+    if d is None:
+        raise ValueError(f"not a finite decimal: {value!r}")
+    return d
+
+
+__all__ = [
+    "INVALID",
+    "LIMIT",
+    "POSITIVE",
+    "ZERO",
+    "InvalidOperation",
+    "as_text",
+    "classify_qty",
+    "exact_decimal",
+    "is_valid_price",
+    "order_key",
+    "to_decimal",
+]

@@ -72,8 +72,22 @@ def report_json(outcome: AuditOutcome) -> dict[str, Any]:
     }
 
 
+_INT64 = 2**63
+
+
+def safe_json(obj: Any) -> Any:
+    """``obj`` with every integer that JSON readers cannot hold exactly (beyond 64 bits) as text."""
+    if type(obj) is int:
+        return obj if -_INT64 <= obj < _INT64 else str(obj)
+    if isinstance(obj, dict):
+        return {k: safe_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [safe_json(v) for v in obj]
+    return obj
+
+
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(safe_json(obj), option=orjson.OPT_SORT_KEYS)
 
 
 def audit_records(outcome: AuditOutcome) -> Iterator[dict[str, Any]]:
@@ -102,7 +116,7 @@ def audit_records(outcome: AuditOutcome) -> Iterator[dict[str, Any]]:
 def write_outputs(outcome: AuditOutcome, out_dir: str) -> dict[str, Any]:
     """Write report.json and the audit records; return the report."""
     os.makedirs(os.path.join(out_dir, AUDIT_DIR), exist_ok=True)
-    report = report_json(outcome)
+    report = safe_json(report_json(outcome))
     _atomic_write(
         os.path.join(out_dir, REPORT_NAME), orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
     )

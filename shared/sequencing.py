@@ -131,49 +131,76 @@ class Step:
 
     msg: Any
     gap: Gap | None = None
+    # It arrived after a message that follows it (one ``out_of_order`` each).
     late: bool = False
     # Set when the message is released only to be recorded, not applied ("duplicate").
     skip: str | None = None
 
 
 class Sequencer:
-    """Releases messages in sequence order, repairing reordering inside ``window``."""
+    """Releases messages in sequence order, repairing reordering inside ``window``.
 
-    __slots__ = ("_recent_gaps", "last", "pending", "rule", "window")
+    After :meth:`reset` with ``bridge=True`` the last id is a REST snapshot's id: the first
+    message must *bridge* it (the venue's bridging rule) instead of following it, and
+    messages older than the snapshot are ``stale``.
+    """
+
+    __slots__ = ("_recent_gaps", "bridge", "last", "pending", "rule", "window")
 
     def __init__(self, rule: Rule, window: int) -> None:
         self.rule = rule
         self.window = max(0, window)
         self.last: int | None = None
-        self.pending: list[tuple[int, int, Any]] = []  # (order, arrival, msg)
+        self.bridge = False
+        # (order, arrival, msg, late), sorted by (order, arrival).
+        self.pending: list[tuple[int, int, Any, bool]] = []
         self._recent_gaps: deque[Gap] = deque(maxlen=32)
 
-    def reset(self, last: int | None) -> None:
+    def reset(self, last: int | None, bridge: bool = False) -> None:
         self.last = last
+        self.bridge = bridge and last is not None
         self.pending.clear()
 
+    def take_pending(self) -> list[Any]:
+        """Remove and return the messages held back, in arrival order (to offer them again)."""
+        held = [m for _, _, m, _ in sorted(self.pending, key=lambda t: t[1])]
+        self.pending.clear()
+        return held
+
+    def _follows(self, last: int, m: Any) -> bool:
+        return self.rule.bridges(last, m) if self.bridge else self.rule.follows(last, m)
+
+    def _behind(self, last: int, m: Any) -> bool:
+        if self.bridge:
+            return self.rule.stale(last, m)
+        return self.rule.applied(last, m) and not self.rule.follows(last, m)
+
     def offer(self, m: Any, arrival: int) -> tuple[list[Step], str | None]:
-        """Steps to apply now, and ``duplicate``/``late`` when ``m`` itself is not applied."""
-        rule = self.rule
+        """Steps to apply now, and ``duplicate``/``late``/``stale`` when ``m`` itself is not applied."""
         last = self.last
         if last is None:
             self.last = m.last_id
             return [Step(m)], None
-        if rule.follows(last, m):
-            late = bool(self.pending)
+        rule = self.rule
+        order = rule.order(m)
+        pending = self.pending
+        late = bool(pending) and pending[-1][0] > order
+        if self._follows(last, m):
+            self.bridge = False
             self.last = m.last_id
             steps = [Step(m, late=late)]
             self._drain(steps)
             return steps, None
-        if rule.applied(last, m):
+        if self._behind(last, m):
+            if self.bridge:
+                return [], "stale"
             return [], self._not_applied_reason(m)
-        order = rule.order(m)
-        for o, _, other in self.pending:
+        for o, _, other, _ in pending:
             if o == order and other.last_id == m.last_id:
                 return [], "duplicate"
-        insort(self.pending, (order, arrival, m), key=lambda t: (t[0], t[1]))
+        insort(pending, (order, arrival, m, late), key=lambda t: (t[0], t[1]))
         steps = []
-        while len(self.pending) > self.window:
+        while len(pending) > self.window:
             self._release_gap(steps)
         return steps, None
 
@@ -185,35 +212,37 @@ class Sequencer:
         return steps
 
     def _release_gap(self, steps: list[Step]) -> None:
-        _, _, m = self.pending.pop(0)
+        _, _, m, late = self.pending.pop(0)
         last = self.last
-        rule = self.rule
-        if last is not None and rule.applied(last, m) and not rule.follows(last, m):
+        if last is not None and self._behind(last, m):
             steps.append(Step(m, skip="duplicate"))  # overtaken while held back
             return
         gap = None
-        if last is not None and not rule.follows(last, m):
+        if last is not None and not self._follows(last, m):
+            rule = self.rule
             gap = Gap(after=last, before=rule.first(m), missing=rule.missing(last, m))
             self._recent_gaps.append(gap)
+        self.bridge = False
         self.last = m.last_id
-        steps.append(Step(m, gap=gap))
+        steps.append(Step(m, gap=gap, late=late))
         self._drain(steps)
 
     def _drain(self, steps: list[Step]) -> None:
-        rule = self.rule
         pending = self.pending
         while pending:
-            m = pending[0][2]
-            assert self.last is not None
-            if rule.applied(self.last, m) and not rule.follows(self.last, m):
+            _, _, m, late = pending[0]
+            last = self.last
+            assert last is not None
+            if self._behind(last, m):
                 pending.pop(0)
                 steps.append(Step(m, skip="duplicate"))
                 continue
-            if not rule.follows(self.last, m):
+            if not self._follows(last, m):
                 return
             pending.pop(0)
+            self.bridge = False
             self.last = m.last_id
-            steps.append(Step(m))
+            steps.append(Step(m, late=late))
 
     def _not_applied_reason(self, m: Any) -> str:
         lid = m.last_id

@@ -18,6 +18,7 @@ from typing import Any
 WINDOW = 33
 MIN_SAMPLES = 8
 BUCKET_US = 10
+_RANGE = 2**62  # beyond this a value is not a time (and would not fit the report's integers)
 
 
 class Timing:
@@ -40,8 +41,10 @@ class Timing:
 
     def check(self, local_us: int | None, exch_us: int | None) -> dict[str, Any] | None:
         """Record one message in sequence order; return drift details, or None."""
-        if exch_us is None:
+        if exch_us is None or not -_RANGE < exch_us < _RANGE:
             return None
+        if local_us is not None and not -_RANGE < local_us < _RANGE:
+            local_us = None
         finding: dict[str, Any] | None = None
         last = self._last_exch
         if last is not None and exch_us < last:

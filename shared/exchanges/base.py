@@ -59,22 +59,31 @@ class Venue:
     rules: tuple[VenueRules, ...]
 
 
+# Epoch times beyond this (year ~2286 in ms, ~33658 in µs) are not times: treated as absent.
+MAX_EPOCH_MS = 10**13
+MAX_EPOCH_US = 10**15 * 2
+
+
 def ms_to_us(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
+    """Integer epoch milliseconds (a JSON int, or its decimal text) to microseconds; else None."""
+    if type(value) is str and value.isdigit() and len(value) <= 14:
+        value = int(value)
+    if type(value) is not int or not 0 <= value < MAX_EPOCH_MS:
         return None
-    try:
-        return int(value) * 1000
-    except (TypeError, ValueError):
-        return None
+    return value * 1000
 
 
 def seconds_to_us(value: Any) -> int | None:
     """Epoch seconds (number or decimal text) to integer microseconds, exactly."""
     if value is None or isinstance(value, bool):
         return None
+    if type(value) not in (int, float, str, Decimal):
+        return None
+    text = str(value)
+    if len(text) > 40:
+        return None
     try:
-        return int(Decimal(str(value)).scaleb(6).to_integral_value())
-    except ArithmeticError:
+        us = int(Decimal(text).scaleb(6).to_integral_value())
+    except (ArithmeticError, TypeError, ValueError):
         return None
-    except (TypeError, ValueError):
-        return None
+    return us if 0 <= us < MAX_EPOCH_US else None

@@ -88,8 +88,11 @@ class BinanceSession:
                 self.exchange = DELIVERY
             elif "pu" in data or data.get("e") == "markPriceUpdate" or "X" in data:
                 self.exchange = FUTURES
-            elif data.get("e") in ("depthUpdate", "trade"):
+            elif data.get("e") == "depthUpdate":
                 self.exchange = SPOT
+            elif data.get("e") in ("trade", "aggTrade"):
+                # Spot trade events carry "M" (ignore flag); futures ones do not.
+                self.exchange = SPOT if "M" in data else FUTURES
             else:
                 return FUTURES if "T" in data else SPOT
         return self.exchange
@@ -97,11 +100,14 @@ class BinanceSession:
     def parse(self, rec: RawRecord, obj: Any) -> Sequence[Event]:
         if not isinstance(obj, dict):
             return ()
+        stream = obj.get("stream")
         data = obj.get("data", obj) if "stream" in obj else obj
         if not isinstance(data, dict):
             return ()
         if "lastUpdateId" in data:
-            return self._snapshot(rec, data)
+            # Tardis writes ``{"stream": "btcusdt@depthSnapshot", "data": {...}}``.
+            symbol = stream.split("@", 1)[0].upper() if isinstance(stream, str) and "@" in stream else None
+            return self._snapshot(rec, data, symbol)
         kind = data.get("e")
         if kind == "depthUpdate":
             return self._depth(rec, data)
@@ -139,16 +145,15 @@ class BinanceSession:
             return [*self._snapshot_event(held[0], held[1], key.symbol), msg]
         return (msg,)
 
-    def _snapshot(self, rec: RawRecord, d: dict[str, Any]) -> Sequence[Event]:
+    def _snapshot(self, rec: RawRecord, d: dict[str, Any], symbol: str | None = None) -> Sequence[Event]:
         if not isinstance(d.get("lastUpdateId"), int):
             raise ValueError("depth snapshot without an integer lastUpdateId")
-        symbol = None
-        if rec.url:
+        if rec.url and self.exchange is None:
+            self.exchange = exchange_from_url(rec.url)
+        if symbol is None and rec.url:
             found = _SYMBOL_IN_URL.search(rec.url)
             if found:
                 symbol = found.group(1).upper()
-            if self.exchange is None:
-                self.exchange = exchange_from_url(rec.url)
         if symbol is None and len(self.depth_symbols) == 1:
             symbol = next(iter(self.depth_symbols))
         if symbol is None:
@@ -200,13 +205,16 @@ class BinanceSession:
         exchange = self._exchange_of(d)
         if exchange == SPOT:
             exchange = FUTURES
+        # Delivery contracts have no funding: Binance sends "r": "" and "T": 0 for them.
+        rate = d.get("r")
+        settle = d.get("T")
         return (
             FundingMsg(
                 StreamKey(exchange, d["s"].upper(), Channel.FUNDING),
                 rec.local_us,
                 ms_to_us(d.get("E")),
-                ms_to_us(d.get("T")),
-                d.get("r"),
+                ms_to_us(settle) if settle else None,
+                rate if rate != "" else None,
                 rec.path,
                 rec.line,
             ),

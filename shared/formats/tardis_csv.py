@@ -51,7 +51,7 @@ def _cells(line: bytes) -> list[str]:
 
 
 def _int_cell(text: str, name: str) -> int:
-    if not text.isdigit() or not text.isascii():
+    if not text.isdigit() or not text.isascii() or len(text) > 18:
         raise _BadRow(f"{name} is not an integer epoch time in microseconds: {text[:40]!r}")
     return int(text)
 

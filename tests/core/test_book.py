@@ -91,3 +91,50 @@ def test_decimal_and_float_keys_compare_exactly() -> None:
     side = Side(bid=True)
     side.apply([[Decimal("1.5"), "1"], ["1.25", "1"]])
     assert side.best() == (Decimal("1.5"), "1")
+
+
+def test_review_cases_for_exactness() -> None:
+    # Many significant digits: never rounded, never merged with a shorter price.
+    bids = Side(bid=True)
+    long_price = "100.1234567890123456789012345678"
+    assert bids.apply([[long_price, "1"], ["100.1234567890123456789012345679", "2"]]) is None
+    assert bids.best() == ("100.1234567890123456789012345679", "2")
+    asks = Side(bid=False)
+    asks.apply([["7.61", "1"], ["7.6100000000000000000000000000001", "2"]])
+    assert [p for p, _ in asks.top(5)] == ["7.61", "7.6100000000000000000000000000001"]
+    # A float key is never compared with a Decimal one.
+    bids = Side(bid=True)
+    bids.apply([["0.1", "1"], ["0.1000000000000000001", "1"]])
+    assert bids.best() == ("0.1000000000000000001", "1")
+    # Exponents: huge is invalid, tiny positive is a quantity, not a delete.
+    side = Side(bid=False)
+    side.apply([["5", "1"]])
+    bad = side.apply([["6", "1.00000000000000e9999999"], ["7", "1e999999"], ["1.000000000000000e400", "1"]])
+    assert bad is not None and len(bad) == 3
+    assert side.apply([["5", "1.000000000000000e-400"]]) is None
+    assert side.top(5) == [("5", "1.000000000000000e-400")]
+
+
+def test_booleans_are_never_numbers_whatever_was_seen_before() -> None:
+    side = Side(bid=False)
+    side.apply([[1.0, 1.0], [2.5, 1.0]])  # JSON numbers (FTX)
+    assert side.apply([["99", True], ["98", False]]) == [["99", True], ["98", False]]
+    other = Side(bid=False)
+    assert other.apply([["99", True]]) == [["99", True]]
+
+
+def test_crossing_is_exact_between_a_float_side_and_a_decimal_side() -> None:
+    book = Book()
+    book.reset([["0.1000000000000000001", "1"]], [["0.1", "1"]])
+    assert book.crossed()
+    book.reset([["0.0999999999999999999", "1"]], [["0.1", "1"]])
+    assert not book.crossed()
+
+
+def test_differences_tolerate_malformed_snapshots() -> None:
+    book = Book()
+    book.reset([["10", "1"]], [["11", "1"]])
+    assert differences(book, [5, None, ["x"], ["10", "1"]], None) == []
+    assert differences(book, "nope", [["11", "2"]]) == [
+        {"side": "ask", "price": "11", "snapshot": "2", "book": "1"}
+    ]
