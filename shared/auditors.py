@@ -21,6 +21,9 @@ from shared.sequencing import Increasing, Sequencer, Step
 
 # Diffs kept while waiting for a snapshot to bridge onto.
 EARLY_LIMIT = 4096
+# Diffs kept while the book is unsafe, for a REST snapshot fetched to resync (a recorder
+# fetches one within seconds of losing the stream).
+RESYNC_LIMIT = 1024
 
 # Book states.
 UNKNOWN = 0  # no snapshot yet, or after a disconnect
@@ -116,7 +119,9 @@ class BookAuditor(_Auditor):
         self.early: deque[BookMsg] = deque()
         # Diffs applied while the book was unsafe: a later REST snapshot (older than them)
         # resets the book, and they are applied again on top of it, without new findings.
-        self.unsafe_applied: deque[BookMsg] = deque(maxlen=EARLY_LIMIT)
+        # Only streams that open on REST snapshots (Binance) keep them.
+        self.unsafe_applied: deque[BookMsg] = deque(maxlen=RESYNC_LIMIT)
+        self.bridged = False
         self.quiet = False
         # Set between recordings: the next diff continues the book only if its ids chain on.
         self.at_seam = False
@@ -304,6 +309,7 @@ class BookAuditor(_Auditor):
 
     def _bridge_snapshot(self, m: BookMsg) -> None:
         """A REST snapshot: the diffs received before and around it are bridged onto it."""
+        self.bridged = True
         seq = self.seq
         redo = list(self.unsafe_applied) if self.state == LIVE else []
         held = seq.take_pending() if seq is not None else []
@@ -348,7 +354,7 @@ class BookAuditor(_Auditor):
             bad = (bad or []) + bad_asks
         self.deltas_since_snapshot += 1
         self._after(m, bad)
-        if not self.safe and not self.quiet:
+        if self.bridged and not self.safe and not self.quiet:
             self.unsafe_applied.append(m)
 
     def _after(self, m: BookMsg, bad: list[Any] | None, clock: bool = True) -> None:

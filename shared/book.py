@@ -129,7 +129,7 @@ class Side:
                 c = qclass[q]
             except KeyError:
                 c = _qty_class(q)
-            if c == POSITIVE:
+            if c is POSITIVE:
                 if p in d:
                     d[p] = q
                     continue
@@ -154,7 +154,7 @@ class Side:
                 else:
                     d[p] = q  # back after a delete: its heap entry is still there
                     text_of[k] = p
-            elif c == ZERO:
+            elif c is ZERO:
                 if d.pop(p, missing) is missing:
                     # Deleting a level the book does not hold (common: outside its depth).
                     k = pget(p, missing)
