@@ -26,6 +26,8 @@ def detect(path: str) -> str | None:
     lines = [line for line in head_lines(path, 32) if line.strip()]
     if not lines:
         return "empty"
+    if _binary(lines):
+        return None
     first = lines[0]
     if first.startswith(TARDIS_CSV_HEAD):
         return "tardis-csv"
@@ -48,9 +50,33 @@ def detect(path: str) -> str | None:
     if "cryptofeed" in votes and (_CRYPTOFEED[0].match(first) or _CRYPTOFEED[2].match(first)):
         return "cryptofeed"
     best = max(sorted(votes), key=lambda k: votes[k])
+    if 2 * votes[best] < min(len(lines), 16) and not _first_matches(best, first):
+        return None  # a stray line that looks like JSON among text that does not
     if best == "jsonl" and not _parses(first):
-        return "json-doc"  # one pretty-printed JSON document
+        # One pretty-printed JSON document starts with its opening bracket.
+        return "json-doc" if first.strip() in (b"{", b"[") or _JSON.match(first) else None
     return best
+
+
+def _binary(lines: list[bytes]) -> bool:
+    """More than 1 % of the head is neither printable ASCII nor valid UTF-8 text."""
+    blob = b"\n".join(lines)[:65536]
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the head is still text.
+        if exc.start < len(blob) - 4:
+            return True
+        text = blob[: exc.start].decode("utf-8")
+    odd = sum(1 for ch in text if ch < " " and ch not in "\t\r\n")
+    return odd * 100 > max(len(text), 1)
+
+
+def _first_matches(kind: str, first: bytes) -> bool:
+    pattern = {"epoch": _EPOCH, "tardis-raw": _TARDIS_RAW, "jsonl": _JSON}.get(kind)
+    if pattern is not None:
+        return bool(pattern.match(first))
+    return any(p.match(first) for p in _CRYPTOFEED)
 
 
 def _parses(line: bytes) -> bool:
