@@ -123,13 +123,15 @@ class Side:
         qclass = _QTY_CLASS
         pget = _PRICE_KEY.get
         missing = _MISSING
+        positive = POSITIVE
+        zero = ZERO
         bad: list[Any] | None = None
         for p, q in levels:
             try:
                 c = qclass[q]
             except KeyError:
                 c = _qty_class(q)
-            if c is POSITIVE:
+            if c is positive:
                 if p in d:
                     d[p] = q
                     continue
@@ -154,7 +156,7 @@ class Side:
                 else:
                     d[p] = q  # back after a delete: its heap entry is still there
                     text_of[k] = p
-            elif c is ZERO:
+            elif c is zero:
                 if d.pop(p, missing) is missing:
                     # Deleting a level the book does not hold (common: outside its depth).
                     k = pget(p, missing)

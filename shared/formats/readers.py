@@ -30,135 +30,122 @@ def _too_long(path: str, n: int) -> RawRecord:
     return _malformed(path, n, "line longer than the reader's limit")
 
 
-def _guard(path: str, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes] | RawRecord]:
-    """Numbered lines; a cut-off gzip ends the stream with one malformed record."""
+def read_epoch(path: str) -> Iterator[RawRecord]:
     n = 0
     try:
-        for n, line in lines:
-            yield n, line
+        for line in iter_lines(path):
+            n += 1
+            if line is LINE_TOO_LONG:
+                yield _too_long(path, n)
+                continue
+            ts, sep, raw = line.partition(b" ")
+            if not raw:
+                yield (
+                    _malformed(path, n, "epoch time without a message")
+                    if line.strip()
+                    else RawRecord(path, n, None, "blank")
+                )
+                continue
+            try:
+                local = epoch_text_to_us(ts)
+            except ValueError:
+                yield _malformed(path, n, "line does not start with an epoch time")
+                continue
+            yield RawRecord(path, n, local, "json", raw)
     except TruncatedInput as exc:
         yield _malformed(path, n + 1, str(exc))
 
 
-def _numbered(path: str) -> Iterator[tuple[int, bytes] | RawRecord]:
-    return _guard(path, enumerate(iter_lines(path), 1))
-
-
-def read_epoch(path: str) -> Iterator[RawRecord]:
-    for item in _numbered(path):
-        if isinstance(item, RawRecord):
-            yield item
-            continue
-        n, line = item
-        if line is LINE_TOO_LONG:
-            yield _too_long(path, n)
-            continue
-        if not line.strip():
-            yield RawRecord(path, n, None, "blank")
-            continue
-        ts, sep, raw = line.partition(b" ")
-        try:
-            local = epoch_text_to_us(ts)
-        except ValueError:
-            yield _malformed(path, n, "line does not start with an epoch time")
-            continue
-        if not sep or not raw:
-            yield _malformed(path, n, "epoch time without a message")
-            continue
-        yield RawRecord(path, n, local, "json", raw)
-
-
 def read_tardis_raw(path: str) -> Iterator[RawRecord]:
-    for item in _numbered(path):
-        if isinstance(item, RawRecord):
-            yield item
-            continue
-        n, line = item
-        if line is LINE_TOO_LONG:
-            yield _too_long(path, n)
-            continue
-        if not line.strip():
-            yield RawRecord(path, n, None, "disconnect")
-            continue
-        ts, _, raw = line.partition(b" ")
-        try:
-            local = iso_to_us(ts)
-        except ValueError:
-            yield _malformed(path, n, "line does not start with an ISO-8601 UTC time")
-            continue
-        if not raw:
-            yield _malformed(path, n, "timestamp without a message")
-            continue
-        yield RawRecord(path, n, local, "json", raw)
+    n = 0
+    try:
+        for line in iter_lines(path):
+            n += 1
+            if line is LINE_TOO_LONG:
+                yield _too_long(path, n)
+                continue
+            if not line.strip():
+                yield RawRecord(path, n, None, "disconnect")
+                continue
+            ts, _, raw = line.partition(b" ")
+            try:
+                local = iso_to_us(ts)
+            except ValueError:
+                yield _malformed(path, n, "line does not start with an ISO-8601 UTC time")
+                continue
+            if not raw:
+                yield _malformed(path, n, "timestamp without a message")
+                continue
+            yield RawRecord(path, n, local, "json", raw)
+    except TruncatedInput as exc:
+        yield _malformed(path, n + 1, str(exc))
 
 
 def read_jsonl(path: str) -> Iterator[RawRecord]:
-    for item in _numbered(path):
-        if isinstance(item, RawRecord):
-            yield item
-            continue
-        n, line = item
-        if line is LINE_TOO_LONG:
-            yield _too_long(path, n)
-        elif not line.strip():
-            yield RawRecord(path, n, None, "blank")
-        else:
-            yield RawRecord(path, n, None, "json", line)
+    n = 0
+    try:
+        for line in iter_lines(path):
+            n += 1
+            if line is LINE_TOO_LONG:
+                yield _too_long(path, n)
+            elif not line.strip():
+                yield RawRecord(path, n, None, "blank")
+            else:
+                yield RawRecord(path, n, None, "json", line)
+    except TruncatedInput as exc:
+        yield _malformed(path, n + 1, str(exc))
 
 
 def read_cryptofeed(path: str) -> Iterator[RawRecord]:
     url: str | None = None
     connected = False
-    for item in _numbered(path):
-        if isinstance(item, RawRecord):
-            yield item
-            continue
-        n, line = item
-        if line is LINE_TOO_LONG:
-            yield _too_long(path, n)
-            continue
-        if not line.strip():
-            yield RawRecord(path, n, None, "blank")
-            continue
-        first = line[:1]
-        if first.isdigit():
-            ts, sep, raw = line.partition(b": ")
-            try:
-                local = epoch_text_to_us(ts)
-            except ValueError:
-                yield _malformed(path, n, "received line does not start with an epoch time")
+    n = 0
+    try:
+        for line in iter_lines(path):
+            n += 1
+            if line is LINE_TOO_LONG:
+                yield _too_long(path, n)
                 continue
-            if not sep:
-                yield _malformed(path, n, "received line without a message")
+            if not line.strip():
+                yield RawRecord(path, n, None, "blank")
                 continue
-            yield RawRecord(path, n, local, "json", raw, url=url)
-            continue
-        if line.startswith(b"configuration: "):
-            yield RawRecord(path, n, None, "config")
-            continue
-        m = _CF_URL_LINE.match(line)
-        if m is None:
-            yield _malformed(path, n, "not a cryptofeed capture line")
-            continue
-        line_url = m.group(1).decode("utf-8", "replace")
-        arrow = m.group(2)
-        local = epoch_text_to_us(m.group(3))
-        if arrow == b"<->":
-            rec = RawRecord(path, n, local, "connect", url=line_url)
-            if connected:
+            if line[:1].isdigit():
+                ts, sep, raw = line.partition(b": ")
+                try:
+                    local = epoch_text_to_us(ts)
+                except ValueError:
+                    yield _malformed(path, n, "received line does not start with an epoch time")
+                    continue
+                if not sep:
+                    yield _malformed(path, n, "received line without a message")
+                    continue
+                yield RawRecord(path, n, local, "json", raw, url=url)
+                continue
+            if line.startswith(b"configuration: "):
+                yield RawRecord(path, n, None, "config")
+                continue
+            m = _CF_URL_LINE.match(line)
+            if m is None:
+                yield _malformed(path, n, "not a cryptofeed capture line")
+                continue
+            line_url = m.group(1).decode("utf-8", "replace")
+            arrow = m.group(2)
+            local = epoch_text_to_us(m.group(3))
+            if arrow == b"<->":
                 # A second connection in one file: what came before is cut off.
-                rec.kind = "disconnect"
-            connected = True
-            url = line_url
-            yield rec
-        elif arrow == b"<-":
-            yield RawRecord(path, n, local, "sent", url=line_url)
-        else:
-            body = m.group(4)
-            if body is None:
-                yield _malformed(path, n, "REST line without a body")
+                yield RawRecord(path, n, local, "disconnect" if connected else "connect", url=line_url)
+                connected = True
+                url = line_url
+            elif arrow == b"<-":
+                yield RawRecord(path, n, local, "sent", url=line_url)
             else:
-                yield RawRecord(path, n, local, "json", body, url=line_url)
+                body = m.group(4)
+                if body is None:
+                    yield _malformed(path, n, "REST line without a body")
+                else:
+                    yield RawRecord(path, n, local, "json", body, url=line_url)
+    except TruncatedInput as exc:
+        yield _malformed(path, n + 1, str(exc))
 
 
 JSON_DOC_LIMIT = 64 << 20
