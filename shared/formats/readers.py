@@ -38,7 +38,7 @@ def read_epoch(path: str) -> Iterator[RawRecord]:
             if line is LINE_TOO_LONG:
                 yield _too_long(path, n)
                 continue
-            ts, sep, raw = line.partition(b" ")
+            ts, _, raw = line.partition(b" ")
             if not raw:
                 yield (
                     _malformed(path, n, "epoch time without a message")
