@@ -26,126 +26,122 @@ def _malformed(path: str, n: int, why: str) -> RawRecord:
     return RawRecord(path, n, None, "malformed", error=why)
 
 
+def _blank(path: str, n: int) -> RawRecord:
+    return RawRecord(path, n, None, "blank")
+
+
 def _too_long(path: str, n: int) -> RawRecord:
     return _malformed(path, n, "line longer than the reader's limit")
 
 
-def read_epoch(path: str) -> Iterator[RawRecord]:
+def _numbered(path: str) -> Iterator[tuple[int, bytes] | RawRecord]:
+    """Numbered lines; an over-long line or a cut-off gzip comes as a malformed record."""
     n = 0
     try:
         for line in iter_lines(path):
             n += 1
             if line is LINE_TOO_LONG:
                 yield _too_long(path, n)
-                continue
-            ts, _, raw = line.partition(b" ")
-            if not raw:
-                yield (
-                    _malformed(path, n, "epoch time without a message")
-                    if line.strip()
-                    else RawRecord(path, n, None, "blank")
-                )
-                continue
-            try:
-                local = epoch_text_to_us(ts)
-            except ValueError:
-                yield _malformed(path, n, "line does not start with an epoch time")
-                continue
-            yield RawRecord(path, n, local, "json", raw)
+            else:
+                yield n, line
     except TruncatedInput as exc:
         yield _malformed(path, n + 1, str(exc))
+
+
+def read_epoch(path: str) -> Iterator[RawRecord]:
+    for item in _numbered(path):
+        if type(item) is RawRecord:
+            yield item
+            continue
+        n, line = item  # type: ignore[misc]
+        ts, _, raw = line.partition(b" ")
+        if not raw:
+            yield _malformed(path, n, "epoch time without a message") if line.strip() else _blank(path, n)
+            continue
+        try:
+            local = epoch_text_to_us(ts)
+        except ValueError:
+            yield _malformed(path, n, "line does not start with an epoch time")
+            continue
+        yield RawRecord(path, n, local, "json", raw)
 
 
 def read_tardis_raw(path: str) -> Iterator[RawRecord]:
-    n = 0
-    try:
-        for line in iter_lines(path):
-            n += 1
-            if line is LINE_TOO_LONG:
-                yield _too_long(path, n)
-                continue
-            if not line.strip():
-                yield RawRecord(path, n, None, "disconnect")
-                continue
-            ts, _, raw = line.partition(b" ")
-            try:
-                local = iso_to_us(ts)
-            except ValueError:
-                yield _malformed(path, n, "line does not start with an ISO-8601 UTC time")
-                continue
-            if not raw:
-                yield _malformed(path, n, "timestamp without a message")
-                continue
-            yield RawRecord(path, n, local, "json", raw)
-    except TruncatedInput as exc:
-        yield _malformed(path, n + 1, str(exc))
+    for item in _numbered(path):
+        if type(item) is RawRecord:
+            yield item
+            continue
+        n, line = item  # type: ignore[misc]
+        if not line.strip():
+            yield RawRecord(path, n, None, "disconnect")
+            continue
+        ts, _, raw = line.partition(b" ")
+        try:
+            local = iso_to_us(ts)
+        except ValueError:
+            yield _malformed(path, n, "line does not start with an ISO-8601 UTC time")
+            continue
+        if not raw:
+            yield _malformed(path, n, "timestamp without a message")
+            continue
+        yield RawRecord(path, n, local, "json", raw)
 
 
 def read_jsonl(path: str) -> Iterator[RawRecord]:
-    n = 0
-    try:
-        for line in iter_lines(path):
-            n += 1
-            if line is LINE_TOO_LONG:
-                yield _too_long(path, n)
-            elif not line.strip():
-                yield RawRecord(path, n, None, "blank")
-            else:
-                yield RawRecord(path, n, None, "json", line)
-    except TruncatedInput as exc:
-        yield _malformed(path, n + 1, str(exc))
+    for item in _numbered(path):
+        if type(item) is RawRecord:
+            yield item
+            continue
+        n, line = item  # type: ignore[misc]
+        yield RawRecord(path, n, None, "json", line) if line.strip() else _blank(path, n)
 
 
 def read_cryptofeed(path: str) -> Iterator[RawRecord]:
     url: str | None = None
     connected = False
-    n = 0
-    try:
-        for line in iter_lines(path):
-            n += 1
-            if line is LINE_TOO_LONG:
-                yield _too_long(path, n)
+    for item in _numbered(path):
+        if type(item) is RawRecord:
+            yield item
+            continue
+        n, line = item  # type: ignore[misc]
+        if not line.strip():
+            yield _blank(path, n)
+            continue
+        if line[:1].isdigit():
+            ts, sep, raw = line.partition(b": ")
+            try:
+                local = epoch_text_to_us(ts)
+            except ValueError:
+                yield _malformed(path, n, "received line does not start with an epoch time")
                 continue
-            if not line.strip():
-                yield RawRecord(path, n, None, "blank")
+            if not sep:
+                yield _malformed(path, n, "received line without a message")
                 continue
-            if line[:1].isdigit():
-                ts, sep, raw = line.partition(b": ")
-                try:
-                    local = epoch_text_to_us(ts)
-                except ValueError:
-                    yield _malformed(path, n, "received line does not start with an epoch time")
-                    continue
-                if not sep:
-                    yield _malformed(path, n, "received line without a message")
-                    continue
-                yield RawRecord(path, n, local, "json", raw, url=url)
-                continue
-            if line.startswith(b"configuration: "):
-                yield RawRecord(path, n, None, "config")
-                continue
-            m = _CF_URL_LINE.match(line)
-            if m is None:
-                yield _malformed(path, n, "not a cryptofeed capture line")
-                continue
-            line_url = m.group(1).decode("utf-8", "replace")
-            arrow = m.group(2)
-            local = epoch_text_to_us(m.group(3))
-            if arrow == b"<->":
-                # A second connection in one file: what came before is cut off.
-                yield RawRecord(path, n, local, "disconnect" if connected else "connect", url=line_url)
-                connected = True
-                url = line_url
-            elif arrow == b"<-":
-                yield RawRecord(path, n, local, "sent", url=line_url)
+            yield RawRecord(path, n, local, "json", raw, url=url)
+            continue
+        if line.startswith(b"configuration: "):
+            yield RawRecord(path, n, None, "config")
+            continue
+        m = _CF_URL_LINE.match(line)
+        if m is None:
+            yield _malformed(path, n, "not a cryptofeed capture line")
+            continue
+        line_url = m.group(1).decode("utf-8", "replace")
+        arrow = m.group(2)
+        local = epoch_text_to_us(m.group(3))
+        if arrow == b"<->":
+            # A second connection in one file: what came before is cut off.
+            yield RawRecord(path, n, local, "disconnect" if connected else "connect", url=line_url)
+            connected = True
+            url = line_url
+        elif arrow == b"<-":
+            yield RawRecord(path, n, local, "sent", url=line_url)
+        else:
+            body = m.group(4)
+            if body is None:
+                yield _malformed(path, n, "REST line without a body")
             else:
-                body = m.group(4)
-                if body is None:
-                    yield _malformed(path, n, "REST line without a body")
-                else:
-                    yield RawRecord(path, n, local, "json", body, url=line_url)
-    except TruncatedInput as exc:
-        yield _malformed(path, n + 1, str(exc))
+                yield RawRecord(path, n, local, "json", body, url=line_url)
 
 
 JSON_DOC_LIMIT = 64 << 20
