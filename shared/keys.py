@@ -1,0 +1,29 @@
+"""Names of every Redis key retape uses, in one place (pure strings: no Redis import).
+
+Everything of a job lives under ``retape:job:<job>:`` so that deleting a job's transient
+keys is one pattern; what must outlive jobs (claims of inputs, the dead-letter list,
+shared rate limiters) has its own prefix.
+"""
+
+from __future__ import annotations
+
+PREFIX = "retape"
+DEAD_LETTERS = f"{PREFIX}:dead-letters"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_keys_pattern(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:*"
+
+
+def deliveries(task_id: str) -> str:
+    """How many times a task was started (redelivery counter)."""
+    return f"{PREFIX}:deliveries:{task_id}"
+
+
+def claim(fingerprint: str) -> str:
+    """Held while inputs with this fingerprint are being (or were) submitted."""
+    return f"{PREFIX}:claim:{fingerprint}"
