@@ -31,13 +31,13 @@ break that only trade messages fell into is visible in the book streams' gaps al
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared import checksums
 from shared.book import Book
+from shared.exchanges._fields import exact_json, integer, is_int, number_text
 from shared.exchanges.base import Venue, VenueRules, ms_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import INCREASING, PREV_LINK
@@ -78,23 +78,6 @@ def _sniff(obj: Any) -> bool:
     return False
 
 
-def _exact(raw: bytes) -> Any:
-    """Decode JSON keeping every non-integer number as its exact text."""
-    return json.loads(raw, parse_float=str)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    raise TypeError(f"not a number: {value!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass(slots=True)
 class _Channel:
     kind: str  # "book", "trades" or "other"
@@ -126,7 +109,7 @@ class BitfinexSession:
         if isinstance(obj, dict):
             self._event(obj)
             return ()
-        if not isinstance(obj, list) or len(obj) < 2 or not _is_int(obj[0]):
+        if not isinstance(obj, list) or len(obj) < 2 or not is_int(obj[0]):
             return ()
         tagged = isinstance(obj[1], str)
         payload_end = 3 if tagged and obj[1] != "hb" else 2
@@ -137,7 +120,7 @@ class BitfinexSession:
         channel = self.channels.get(obj[0])
         if channel is None or channel.key is None or obj[1] in ("hb", "tu"):
             return ()
-        exact = _exact(rec.raw)
+        exact = exact_json(rec.raw)
         if channel.kind == "book":
             return self._book(rec, exact, channel, seq, ts_ms)
         if channel.kind == "trades":
@@ -154,11 +137,11 @@ class BitfinexSession:
             self.conn_last = None
             self.flags = None
             self.epoch += 1
-        elif event == "conf" and _is_int(obj.get("flags")) and obj.get("status", "OK") == "OK":
+        elif event == "conf" and is_int(obj.get("flags")) and obj.get("status", "OK") == "OK":
             self.flags = obj["flags"]
-        elif event == "subscribed" and _is_int(obj.get("chanId")):
+        elif event == "subscribed" and is_int(obj.get("chanId")):
             self.channels[obj["chanId"]] = self._channel(obj)
-        elif event == "unsubscribed" and _is_int(obj.get("chanId")):
+        elif event == "unsubscribed" and is_int(obj.get("chanId")):
             self.channels.pop(obj["chanId"], None)
 
     @staticmethod
@@ -182,8 +165,8 @@ class BitfinexSession:
         """(seq, timestamp ms) from what follows the payload."""
         # A sequence number is small, a millisecond time is not: that tells them apart
         # whatever their order.  The conf flags, when seen, say which ones to expect.
-        seq = next((v for v in rest if _is_int(v) and 0 <= v < 10**12), None)
-        ts = next((v for v in rest if _is_int(v) and v >= 10**12), None)
+        seq = next((v for v in rest if is_int(v) and 0 <= v < 10**12), None)
+        ts = next((v for v in rest if is_int(v) and v >= 10**12), None)
         flags = self.flags
         if flags is not None:
             if not flags & FLAG_SEQ_ALL:
@@ -224,9 +207,7 @@ class BitfinexSession:
         assert key is not None
         exch_us = ms_to_us(ts_ms)
         if obj[1] == "cs":
-            cs = obj[2]
-            if not _is_int(cs):
-                raise ValueError(f"checksum is not an integer: {cs!r}")
+            cs = integer(obj[2], "checksum")
             prev = self._link(key, seq, False)
             return (
                 BookMsg(
@@ -273,8 +254,8 @@ class BitfinexSession:
     def _level(level: Any, bids: list[Any], asks: list[Any]) -> None:
         if not isinstance(level, list) or len(level) != 3:
             raise ValueError(f"book level of the wrong shape: {level!r}")
-        price, count, amount = _text(level[0]), level[1], _text(level[2])
-        if not _is_int(count):
+        price, count, amount = number_text(level[0]), level[1], number_text(level[2])
+        if not is_int(count):
             raise ValueError(f"book level count is not an integer: {count!r}")
         ask = amount.startswith("-")
         qty = amount[1:] if ask else amount
@@ -297,13 +278,13 @@ class BitfinexSession:
         out: list[Event] = []
         last = self.last_trade.get(key)
         for row in rows:
-            if not isinstance(row, list) or len(row) < 4 or not _is_int(row[0]):
+            if not isinstance(row, list) or len(row) < 4 or not is_int(row[0]):
                 raise ValueError(f"trade of the wrong shape: {row!r}")
             trade_id = row[0]
             # A snapshot on (re)subscription repeats recent trades: only new ones are events.
             if snapshot and last is not None and trade_id <= last:
                 continue
-            amount = _text(row[2])
+            amount = number_text(row[2])
             sell = amount.startswith("-")
             out.append(
                 TradeMsg(
@@ -312,7 +293,7 @@ class BitfinexSession:
                     None if snapshot else rec.local_us,
                     ms_to_us(row[1]),
                     trade_id,
-                    _text(row[3]),
+                    number_text(row[3]),
                     amount[1:] if sell else amount,
                     "sell" if sell else "buy",
                     rec.path,

@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shared.exchanges._fields import buy_sell, iso_us, lower, objects, opaque_trade_id, symbol_text
 from shared.exchanges.base import Venue, VenueRules
-from shared.formats.timestamps import iso_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import NONE
 
@@ -41,25 +41,6 @@ _BOOK_TABLES = frozenset(("orderBookL2", "orderBookL2_25"))
 _ACTIONS = frozenset(("partial", "insert", "update", "delete"))
 
 
-def _symbol(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"symbol is not a text: {value!r}")
-    return value.upper()
-
-
-def _trade_id(value: Any) -> str | int:
-    """A trade id that can only be compared for equality (UUID or number)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise TypeError(f"trade id is not a text or an integer: {value!r}")
-    return value
-
-
-def _dict(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"{what} is not an object")
-    return value
-
-
 def _sniff(obj: Any) -> bool:
     return (
         isinstance(obj, dict)
@@ -67,24 +48,6 @@ def _sniff(obj: Any) -> bool:
         and obj.get("action") in _ACTIONS
         and isinstance(obj.get("data"), list)
     )
-
-
-def _time_us(value: Any) -> int | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return iso_to_us(value.encode("ascii"))
-    except (UnicodeEncodeError, ValueError):
-        return None
-
-
-def _side_of(row: dict[str, Any]) -> int:
-    side = row["side"]
-    if side == "Buy":
-        return 0
-    if side == "Sell":
-        return 1
-    raise ValueError(f"unknown side {side!r}")
 
 
 class _Group:
@@ -118,9 +81,7 @@ class BitmexSession:
         action = obj.get("action")
         if action not in _ACTIONS:
             raise ValueError(f"order book action {action!r}")
-        rows = obj["data"]
-        if not isinstance(rows, list):
-            raise ValueError("order book data is not a list")
+        rows = objects(obj["data"], "order book data", "order book row")
         groups: dict[str, _Group] = {}
         partial = action == "partial"
         if partial:
@@ -132,8 +93,7 @@ class BitmexSession:
         # has been read, so a malformed message leaves the maps as they were.
         staged: dict[str, dict[Any, Any]] = {}
         for row in rows:
-            row = _dict(row, "order book row")
-            symbol = _symbol(row["symbol"])
+            symbol = symbol_text(row["symbol"])
             group = groups.get(symbol)
             if group is None:
                 group = groups[symbol] = _Group()
@@ -154,8 +114,8 @@ class BitmexSession:
             else:
                 changes[level_id] = price
                 size = row["size"]
-            group.sides[_side_of(row)].append([price, size])
-            ts = _time_us(row.get("timestamp"))
+            group.sides[buy_sell(row)].append([price, size])
+            ts = iso_us(row.get("timestamp"))
             if ts is not None and (group.exch_us is None or ts > group.exch_us):
                 group.exch_us = ts
         for symbol in groups:
@@ -193,23 +153,19 @@ class BitmexSession:
         action = obj.get("action")
         if action not in ("partial", "insert"):
             return ()
-        rows = obj["data"]
-        if not isinstance(rows, list):
-            raise ValueError("trade data is not a list")
+        rows = objects(obj["data"], "trade data", "trade row")
         local = None if action == "partial" else rec.local_us
         out: list[Event] = []
         for t in rows:
-            t = _dict(t, "trade row")
-            side = t.get("side")
             out.append(
                 TradeMsg(
-                    StreamKey(EXCHANGE, _symbol(t["symbol"]), Channel.TRADES),
+                    StreamKey(EXCHANGE, symbol_text(t["symbol"]), Channel.TRADES),
                     local,
-                    _time_us(t.get("timestamp")),
-                    _trade_id(t["trdMatchID"]),
+                    iso_us(t.get("timestamp")),
+                    opaque_trade_id(t["trdMatchID"]),
                     t["price"],
                     t["size"],
-                    side.lower() if isinstance(side, str) else None,
+                    lower(t.get("side")),
                     rec.path,
                     rec.line,
                 )

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shared.exchanges._fields import as_dict, buy_sell, integer, lower, objects, opaque_trade_id, symbol_text
 from shared.exchanges.base import Venue, VenueRules, ms_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE, NONE
@@ -48,6 +49,9 @@ RULES = (
 
 _V5_PREFIXES = ("orderbook.", "publicTrade.")
 _V2_PREFIXES = ("orderBookL2_25.", "orderBook_200.", "trade.")
+# Trade row fields: symbol, time (ms), id, price, size, side.
+_V5_TRADE = ("s", "T", "i", "p", "v", "S")
+_V2_TRADE = ("symbol", "trade_time_ms", "trade_id", "price", "size", "side")
 
 
 def exchange_from_url(url: str | None) -> str:
@@ -59,45 +63,11 @@ def exchange_from_url(url: str | None) -> str:
     return DERIVATIVES
 
 
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} is not an integer: {value!r}")
-    return value
-
-
-def _symbol(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"symbol is not a text: {value!r}")
-    return value.upper()
-
-
-def _trade_id(value: Any) -> str | int:
-    """A trade id that can only be compared for equality (UUID or number)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise TypeError(f"trade id is not a text or an integer: {value!r}")
-    return value
-
-
-def _dict(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"{what} is not an object")
-    return value
-
-
 def _sniff(obj: Any) -> bool:
     if not isinstance(obj, dict) or "data" not in obj:
         return False
     topic = obj.get("topic")
     return isinstance(topic, str) and topic.startswith(_V5_PREFIXES + _V2_PREFIXES)
-
-
-def _side_of(row: dict[str, Any]) -> str:
-    side = row["side"]
-    if side == "Buy":
-        return "bids"
-    if side == "Sell":
-        return "asks"
-    raise ValueError(f"unknown side {side!r}")
 
 
 class BybitSession:
@@ -117,11 +87,11 @@ class BybitSession:
         if topic.startswith("orderbook."):
             return self._v5_book(rec, obj, topic)
         if topic.startswith("publicTrade."):
-            return self._v5_trades(rec, obj["data"])
+            return self._trades(rec, obj["data"], "publicTrade", _V5_TRADE)
         if topic.startswith(("orderBookL2_25.", "orderBook_200.")):
             return self._v2_book(rec, obj, topic)
         if topic.startswith("trade."):
-            return self._v2_trades(rec, obj["data"])
+            return self._trades(rec, obj["data"], "trade", _V2_TRADE)
         return ()
 
     # -- v5 --------------------------------------------------------------------------
@@ -131,14 +101,14 @@ class BybitSession:
         kind = obj.get("type")
         if kind not in ("snapshot", "delta"):
             raise ValueError(f"order book message of type {kind!r}")
-        u = _int(d["u"], "u")
+        u = integer(d["u"], "u")
         bids, asks = d["b"], d["a"]
         if not isinstance(bids, list) or not isinstance(asks, list):
             raise ValueError("order book sides are not lists")
         snapshot = kind == "snapshot"
         return (
             BookMsg(
-                StreamKey(self.exchange, _symbol(d["s"]), Channel.BOOK),
+                StreamKey(self.exchange, symbol_text(d["s"]), Channel.BOOK),
                 rec.local_us,
                 ms_to_us(obj.get("ts")),
                 snapshot,
@@ -152,28 +122,6 @@ class BybitSession:
             ),
         )
 
-    def _v5_trades(self, rec: RawRecord, data: Any) -> Sequence[Event]:
-        if not isinstance(data, list):
-            raise ValueError("publicTrade data is not a list")
-        out: list[Event] = []
-        for t in data:
-            t = _dict(t, "trade")
-            side = t.get("S")
-            out.append(
-                TradeMsg(
-                    StreamKey(self.exchange, _symbol(t["s"]), Channel.TRADES),
-                    rec.local_us,
-                    ms_to_us(t.get("T")),
-                    _trade_id(t["i"]),
-                    t["p"],
-                    t["v"],
-                    side.lower() if isinstance(side, str) else None,
-                    rec.path,
-                    rec.line,
-                )
-            )
-        return out
-
     # -- v2 --------------------------------------------------------------------------
 
     def _v2_book(self, rec: RawRecord, obj: dict[str, Any], topic: str) -> Sequence[Event]:
@@ -186,20 +134,20 @@ class BybitSession:
             if not isinstance(rows, list):
                 raise ValueError("snapshot rows are not a list")
             fresh: dict[Any, Any] = {}
-            sides: dict[str, list[Any]] = {"bids": [], "asks": []}
+            sides: tuple[list[Any], list[Any]] = ([], [])
             for row in rows:
                 fresh[row["id"]] = row["price"]
-                sides[_side_of(row)].append([row["price"], row["size"]])
+                sides[buy_sell(row)].append([row["price"], row["size"]])
             self.prices[symbol] = fresh
             return (self._v2_msg(rec, symbol, exch_us, True, sides),)
         if kind != "delta":
             raise ValueError(f"order book message of type {kind!r}")
-        data = _dict(data, "delta data")
+        data = as_dict(data, "delta data")
         prices = self.prices.get(symbol, {})
         # id -> price changes of this message (None: deleted), applied to the map only once
         # every row has been read, so a malformed message leaves the map as it was.
         changes: dict[Any, Any] = {}
-        sides = {"bids": [], "asks": []}
+        sides = ([], [])
         for action in ("delete", "update", "insert"):
             for row in data.get(action) or ():
                 level_id = row["id"]
@@ -210,10 +158,10 @@ class BybitSession:
                         price = f"id:{level_id}"  # never seen: the book reports the level invalid
                 if action == "delete":
                     changes[level_id] = None
-                    sides[_side_of(row)].append([price, 0])
+                    sides[buy_sell(row)].append([price, 0])
                 else:
                     changes[level_id] = price
-                    sides[_side_of(row)].append([price, row["size"]])
+                    sides[buy_sell(row)].append([price, row["size"]])
         if changes:
             kept = self.prices.setdefault(symbol, {})
             for level_id, price in changes.items():
@@ -224,36 +172,41 @@ class BybitSession:
         return (self._v2_msg(rec, symbol, exch_us, False, sides),)
 
     def _v2_msg(
-        self, rec: RawRecord, symbol: str, exch_us: int | None, snapshot: bool, sides: dict[str, list[Any]]
+        self,
+        rec: RawRecord,
+        symbol: str,
+        exch_us: int | None,
+        snapshot: bool,
+        sides: tuple[list[Any], list[Any]],
     ) -> BookMsg:
         return BookMsg(
             StreamKey(self.exchange, symbol, Channel.BOOK),
             rec.local_us,
             exch_us,
             snapshot,
-            sides["bids"],
-            sides["asks"],
+            sides[0],
+            sides[1],
             rec.path,
             rec.line,
             raw=rec.raw,
         )
 
-    def _v2_trades(self, rec: RawRecord, data: Any) -> Sequence[Event]:
-        if not isinstance(data, list):
-            raise ValueError("trade data is not a list")
+    # -- trades (v5 and v2) ------------------------------------------------------------
+
+    def _trades(self, rec: RawRecord, data: Any, what: str, fields: tuple[str, ...]) -> Sequence[Event]:
+        rows = objects(data, f"{what} data", "trade")
+        sym, time, tid, price, size, side = fields
         out: list[Event] = []
-        for t in data:
-            t = _dict(t, "trade")
-            side = t.get("side")
+        for t in rows:
             out.append(
                 TradeMsg(
-                    StreamKey(self.exchange, _symbol(t["symbol"]), Channel.TRADES),
+                    StreamKey(self.exchange, symbol_text(t[sym]), Channel.TRADES),
                     rec.local_us,
-                    ms_to_us(t.get("trade_time_ms")),
-                    _trade_id(t["trade_id"]),
-                    t["price"],
-                    t["size"],
-                    side.lower() if isinstance(side, str) else None,
+                    ms_to_us(t.get(time)),
+                    opaque_trade_id(t[tid]),
+                    t[price],
+                    t[size],
+                    lower(t.get(side)),
                     rec.path,
                     rec.line,
                 )

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shared.exchanges._fields import integer, iso_us, symbol_text
 from shared.exchanges.base import Venue, VenueRules
-from shared.formats.timestamps import iso_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE, NONE
 
@@ -34,23 +34,8 @@ _TYPES = frozenset(("snapshot", "l2update", "match", "last_match"))
 _TAKER = {"buy": "sell", "sell": "buy"}
 
 
-def _symbol(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"symbol is not a text: {value!r}")
-    return value.upper()
-
-
 def _sniff(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("type") in _TYPES and isinstance(obj.get("product_id"), str)
-
-
-def _time_us(value: Any) -> int | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return iso_to_us(value.encode("ascii"))
-    except (UnicodeEncodeError, ValueError):
-        return None
 
 
 class CoinbaseSession:
@@ -75,18 +60,7 @@ class CoinbaseSession:
         bids, asks = d["bids"], d["asks"]
         if not isinstance(bids, list) or not isinstance(asks, list):
             raise ValueError("snapshot sides are not lists")
-        return (
-            BookMsg(
-                StreamKey(EXCHANGE, _symbol(d["product_id"]), Channel.BOOK),
-                rec.local_us,
-                _time_us(d.get("time")),
-                True,
-                bids,
-                asks,
-                rec.path,
-                rec.line,
-            ),
-        )
+        return self._book(rec, d, True, bids, asks)
 
     def _update(self, rec: RawRecord, d: dict[str, Any]) -> Sequence[Event]:
         bids: list[Any] = []
@@ -98,30 +72,34 @@ class CoinbaseSession:
                 asks.append([price, size])
             else:
                 raise ValueError(f"unknown l2update side {side!r}")
+        return self._book(rec, d, False, bids, asks)
+
+    def _book(
+        self, rec: RawRecord, d: dict[str, Any], snapshot: bool, bids: list[Any], asks: list[Any]
+    ) -> Sequence[Event]:
+        # Updates are unique by their bytes (``time`` has microseconds): repeats are duplicates.
         return (
             BookMsg(
-                StreamKey(EXCHANGE, _symbol(d["product_id"]), Channel.BOOK),
+                StreamKey(EXCHANGE, symbol_text(d["product_id"]), Channel.BOOK),
                 rec.local_us,
-                _time_us(d.get("time")),
-                False,
+                iso_us(d.get("time")),
+                snapshot,
                 bids,
                 asks,
                 rec.path,
                 rec.line,
-                raw=rec.raw,
+                raw=None if snapshot else rec.raw,
             ),
         )
 
     def _match(self, rec: RawRecord, d: dict[str, Any], history: bool) -> Sequence[Event]:
-        trade_id = d["trade_id"]
-        if isinstance(trade_id, bool) or not isinstance(trade_id, int):
-            raise ValueError(f"trade_id is not an integer: {trade_id!r}")
+        trade_id = integer(d["trade_id"], "trade_id")
         maker = d.get("side")
         return (
             TradeMsg(
-                StreamKey(EXCHANGE, _symbol(d["product_id"]), Channel.TRADES),
+                StreamKey(EXCHANGE, symbol_text(d["product_id"]), Channel.TRADES),
                 None if history else rec.local_us,
-                _time_us(d.get("time")),
+                iso_us(d.get("time")),
                 trade_id,
                 d["price"],
                 d["size"],

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shared.exchanges._fields import as_dict, integer, objects, symbol_text
 from shared.exchanges.base import Venue, VenueRules, ms_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE, PREV_LINK
@@ -33,24 +34,6 @@ EXCHANGE = "deribit"
 RULES = (VenueRules(EXCHANGE, book_rule=PREV_LINK, trade_rule=CONSECUTIVE),)
 
 _BOOK_INTERVALS = frozenset(("raw", "100ms", "agg2"))
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} is not an integer: {value!r}")
-    return value
-
-
-def _symbol(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"symbol is not a text: {value!r}")
-    return value.upper()
-
-
-def _dict(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"{what} is not an object")
-    return value
 
 
 def _sniff(obj: Any) -> bool:
@@ -93,14 +76,14 @@ class DeribitSession:
         if kind == "book":
             if len(parts) != 3 or parts[2] not in _BOOK_INTERVALS:
                 return ()  # grouped book: not an incremental stream
-            return self._book(rec, _dict(params["data"], "book data"), parts[1])
+            return self._book(rec, as_dict(params["data"], "book data"), parts[1])
         if kind == "trades":
             return self._trades(rec, params["data"], parts[1])
         return ()
 
     def _book(self, rec: RawRecord, d: dict[str, Any], channel_symbol: str) -> Sequence[Event]:
-        symbol = _symbol(d.get("instrument_name") or channel_symbol)
-        change_id = _int(d["change_id"], "change_id")
+        symbol = symbol_text(d.get("instrument_name") or channel_symbol)
+        change_id = integer(d["change_id"], "change_id")
         prev = d.get("prev_change_id")
         snapshot = d.get("type") == "snapshot" or prev is None
         return (
@@ -114,23 +97,20 @@ class DeribitSession:
                 rec.path,
                 rec.line,
                 last_id=change_id,
-                prev_id=None if snapshot else _int(prev, "prev_change_id"),
+                prev_id=None if snapshot else integer(prev, "prev_change_id"),
             ),
         )
 
     def _trades(self, rec: RawRecord, data: Any, channel_symbol: str) -> Sequence[Event]:
-        if not isinstance(data, list):
-            raise ValueError("trades data is not a list")
         out: list[Event] = []
-        for t in data:
-            t = _dict(t, "trade")
-            symbol = _symbol(t.get("instrument_name") or channel_symbol)
+        for t in objects(data, "trades data", "trade"):
+            symbol = symbol_text(t.get("instrument_name") or channel_symbol)
             out.append(
                 TradeMsg(
                     StreamKey(EXCHANGE, symbol, Channel.TRADES),
                     rec.local_us,
                     ms_to_us(t.get("timestamp")),
-                    _int(t["trade_seq"], "trade_seq"),
+                    integer(t["trade_seq"], "trade_seq"),
                     t["price"],
                     t["amount"],
                     t.get("direction"),

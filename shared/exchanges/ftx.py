@@ -22,8 +22,8 @@ from typing import Any
 
 from shared import checksums
 from shared.book import Book
+from shared.exchanges._fields import iso_us, level_list, optional_integer
 from shared.exchanges.base import Venue, VenueRules, seconds_to_us
-from shared.formats.timestamps import iso_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
 from shared.numbers import as_text
 from shared.sequencing import INCREASING, NONE
@@ -60,12 +60,6 @@ def _sniff(obj: Any) -> bool:
     return obj.get("channel") in _CHANNELS and isinstance(obj.get("type"), str) and "method" not in obj
 
 
-def _levels(levels: Any) -> list[Any]:
-    if not isinstance(levels, list):
-        raise TypeError("book levels are not a list")
-    return levels
-
-
 def _market(obj: dict[str, Any]) -> str:
     market = obj["market"]
     if not isinstance(market, str):
@@ -75,13 +69,9 @@ def _market(obj: dict[str, Any]) -> str:
 
 def _iso_us(value: Any) -> int | None:
     """``2021-07-22T22:45:25.101992+00:00`` to epoch microseconds (None when unreadable)."""
-    if not isinstance(value, str):
-        return None
-    text = value[:-6] + "Z" if value.endswith("+00:00") else value
-    try:
-        return iso_to_us(text.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        return None
+    if isinstance(value, str) and value.endswith("+00:00"):
+        value = value[:-6] + "Z"
+    return iso_us(value)
 
 
 class FtxSession:
@@ -108,17 +98,15 @@ class FtxSession:
         d = obj["data"]
         if not isinstance(d, dict):
             raise TypeError("orderbook data is not an object")
-        cs = d.get("checksum")
-        if cs is not None and (isinstance(cs, bool) or not isinstance(cs, int)):
-            raise ValueError(f"checksum is not an integer: {cs!r}")
+        cs = optional_integer(d.get("checksum"), "checksum")
         return (
             BookMsg(
                 StreamKey(exchange, _market(obj), Channel.BOOK),
                 rec.local_us,
                 seconds_to_us(d.get("time")),
                 partial,
-                _levels(d.get("bids", [])),
-                _levels(d.get("asks", [])),
+                level_list(d.get("bids", [])),
+                level_list(d.get("asks", [])),
                 rec.path,
                 rec.line,
                 checksum=cs,

@@ -22,12 +22,12 @@ name (``XBTUSDT``) for REST trades, so the two are different streams.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from shared import checksums
 from shared.book import Book
+from shared.exchanges._fields import entries, exact_json, number_text, optional_integer, price_size
 from shared.exchanges.base import Venue, VenueRules, seconds_to_us
 from shared.formats.timestamps import iso_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
@@ -67,37 +67,10 @@ def _sniff(obj: Any) -> bool:
     return isinstance(obj.get("error"), list) and isinstance(obj.get("result"), dict)
 
 
-def _text(value: Any) -> str:
-    """A number's text from a decoder that kept floats as text (ints come back as int)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    raise TypeError(f"not a number: {value!r}")
-
-
-def _exact(raw: bytes) -> Any:
-    """Decode JSON keeping every non-integer number as its exact text."""
-    return json.loads(raw, parse_float=str)
-
-
-def _entries(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    data = obj["data"]
-    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise TypeError("data is not a list of objects")
-    return data
-
-
 def _row(row: Any, size: int) -> list[Any]:
     if not isinstance(row, list) or len(row) < size:
         raise ValueError(f"trade row of the wrong shape: {row!r}")
     return row
-
-
-def _v1_levels(levels: Any) -> list[Any]:
-    if not isinstance(levels, list):
-        raise TypeError("book levels are not a list")
-    return [lv[:2] if isinstance(lv, list) and len(lv) >= 2 else lv for lv in levels]
 
 
 def _depth(channel_name: str) -> int | None:
@@ -153,8 +126,8 @@ class KrakenSession:
             bids: list[Any] = []
             asks: list[Any] = []
             for p in parts:
-                bids += _v1_levels(p.get("bs", []))
-                asks += _v1_levels(p.get("as", []))
+                bids += price_size(p.get("bs", []))
+                asks += price_size(p.get("as", []))
             return (BookMsg(key, rec.local_us, None, True, bids, asks, rec.path, rec.line, depth=depth),)
         bids = []
         asks = []
@@ -165,7 +138,7 @@ class KrakenSession:
                 levels = p.get(side)
                 if levels is None:
                     continue
-                out += _v1_levels(levels)
+                out += price_size(levels)
                 for lv in levels:
                     # The newest level time is the update's time (republished levels keep theirs).
                     if isinstance(lv, list) and len(lv) == 3:
@@ -213,16 +186,14 @@ class KrakenSession:
                 self.v2_depth[symbol.upper()] = depth
 
     def _v2_book(self, rec: RawRecord) -> Sequence[Event]:
-        obj = _exact(rec.raw)
+        obj = exact_json(rec.raw)
         kind = obj.get("type")
         if kind not in ("snapshot", "update"):
             raise ValueError(f"Kraken v2 book message of type {kind!r}")
         out: list[Event] = []
-        for d in _entries(obj):
+        for d in entries(obj):
             symbol = d["symbol"].upper()
-            cs = d.get("checksum")
-            if cs is not None and (isinstance(cs, bool) or not isinstance(cs, int)):
-                raise ValueError(f"checksum is not an integer: {cs!r}")
+            cs = optional_integer(d.get("checksum"), "checksum")
             ts = d.get("timestamp")
             out.append(
                 BookMsg(
@@ -230,8 +201,8 @@ class KrakenSession:
                     rec.local_us,
                     iso_to_us(ts.encode("ascii")) if isinstance(ts, str) else None,
                     kind == "snapshot",
-                    [[_text(lv["price"]), _text(lv["qty"])] for lv in d.get("bids", [])],
-                    [[_text(lv["price"]), _text(lv["qty"])] for lv in d.get("asks", [])],
+                    [[number_text(lv["price"]), number_text(lv["qty"])] for lv in d.get("bids", [])],
+                    [[number_text(lv["price"]), number_text(lv["qty"])] for lv in d.get("asks", [])],
                     rec.path,
                     rec.line,
                     checksum=cs,
@@ -241,10 +212,10 @@ class KrakenSession:
         return out
 
     def _v2_trades(self, rec: RawRecord) -> Sequence[Event]:
-        obj = _exact(rec.raw)
+        obj = exact_json(rec.raw)
         snapshot = obj.get("type") == "snapshot"
         out: list[Event] = []
-        for d in sorted(_entries(obj), key=lambda d: int(d["trade_id"])):
+        for d in sorted(entries(obj), key=lambda d: int(d["trade_id"])):
             symbol = d["symbol"].upper()
             trade_id = int(d["trade_id"])
             last = self.v2_last_trade.get(symbol)
@@ -261,8 +232,8 @@ class KrakenSession:
                     None if snapshot else rec.local_us,
                     iso_to_us(ts.encode("ascii")) if isinstance(ts, str) else None,
                     trade_id,
-                    _text(d["price"]),
-                    _text(d["qty"]),
+                    number_text(d["price"]),
+                    number_text(d["qty"]),
                     _SIDES.get(str(d.get("side"))),
                     rec.path,
                     rec.line,
@@ -277,7 +248,7 @@ class KrakenSession:
         pairs = [k for k, v in result.items() if k != "last" and isinstance(v, list)]
         if not pairs or "last" not in result:
             return ()  # another REST answer (asset pairs, depth, ...)
-        exact = _exact(rec.raw)["result"]  # trade times are JSON floats: keep their text
+        exact = exact_json(rec.raw)["result"]  # trade times are JSON floats: keep their text
         # These trades are history fetched at once, not received live: no receive time.
         out: list[Event] = []
         for pair in pairs:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shared.exchanges._fields import integer, objects, symbol_text
 from shared.exchanges.base import Venue, VenueRules, ms_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE
@@ -32,24 +33,6 @@ EXCHANGE = "cryptofacilities"
 RULES = (VenueRules(EXCHANGE, book_rule=CONSECUTIVE, trade_rule=CONSECUTIVE),)
 
 _FEEDS = frozenset(("book", "book_snapshot", "trade", "trade_snapshot"))
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} is not an integer: {value!r}")
-    return value
-
-
-def _symbol(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"symbol is not a text: {value!r}")
-    return value.upper()
-
-
-def _dict(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"{what} is not an object")
-    return value
 
 
 def _sniff(obj: Any) -> bool:
@@ -82,15 +65,13 @@ class KrakenFuturesSession:
         if feed == "trade":
             return (self._trade(rec, obj, rec.local_us),)
         if feed == "trade_snapshot":
-            trades = obj["trades"]
-            if not isinstance(trades, list):
-                raise ValueError("trade_snapshot trades is not a list")
-            ordered = sorted((_dict(t, "trade") for t in trades), key=lambda t: _int(t["seq"], "seq"))
+            trades = objects(obj["trades"], "trade_snapshot trades", "trade")
+            ordered = sorted(trades, key=lambda t: integer(t["seq"], "seq"))
             return [self._trade(rec, t, None, obj["product_id"]) for t in ordered]
         return ()
 
     def _book(self, rec: RawRecord, d: dict[str, Any]) -> Sequence[Event]:
-        seq = _int(d["seq"], "seq")
+        seq = integer(d["seq"], "seq")
         side = d["side"]
         level = [[d["price"], d["qty"]]]
         if side == "buy":
@@ -101,7 +82,7 @@ class KrakenFuturesSession:
             raise ValueError(f"unknown book side {side!r}")
         return (
             BookMsg(
-                StreamKey(EXCHANGE, _symbol(d["product_id"]), Channel.BOOK),
+                StreamKey(EXCHANGE, symbol_text(d["product_id"]), Channel.BOOK),
                 rec.local_us,
                 ms_to_us(d.get("timestamp")),
                 False,
@@ -117,7 +98,7 @@ class KrakenFuturesSession:
     def _snapshot(self, rec: RawRecord, d: dict[str, Any]) -> Sequence[Event]:
         return (
             BookMsg(
-                StreamKey(EXCHANGE, _symbol(d["product_id"]), Channel.BOOK),
+                StreamKey(EXCHANGE, symbol_text(d["product_id"]), Channel.BOOK),
                 rec.local_us,
                 ms_to_us(d.get("timestamp")),
                 True,
@@ -125,7 +106,7 @@ class KrakenFuturesSession:
                 _levels(d["asks"]),
                 rec.path,
                 rec.line,
-                last_id=_int(d["seq"], "seq"),
+                last_id=integer(d["seq"], "seq"),
             ),
         )
 
@@ -134,10 +115,10 @@ class KrakenFuturesSession:
     ) -> TradeMsg:
         side = t.get("side")
         return TradeMsg(
-            StreamKey(EXCHANGE, _symbol(t.get("product_id") or product), Channel.TRADES),
+            StreamKey(EXCHANGE, symbol_text(t.get("product_id") or product), Channel.TRADES),
             local_us,
             ms_to_us(t.get("time")),
-            _int(t["seq"], "seq"),
+            integer(t["seq"], "seq"),
             t["price"],
             t["qty"],
             side if isinstance(side, str) else None,

@@ -27,8 +27,8 @@ from typing import Any
 
 from shared import checksums
 from shared.book import Book
+from shared.exchanges._fields import entries, integer, iso_us, price_size
 from shared.exchanges.base import HOUR_US, Venue, VenueRules, ms_to_us
-from shared.formats.timestamps import iso_to_us
 from shared.model import BookMsg, Channel, Event, FundingMsg, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import INCREASING, PREV_LINK
 
@@ -78,20 +78,6 @@ def exchange_of(inst_id: str) -> str:
     return SPOT
 
 
-def _levels(levels: Any) -> list[Any]:
-    """``[px, sz, "0", numOrders]`` to ``[px, sz]``; other shapes are kept for the book to flag."""
-    if not isinstance(levels, list):
-        raise TypeError("book levels are not a list")
-    return [lv[:2] if isinstance(lv, list) and len(lv) >= 2 else lv for lv in levels]
-
-
-def _entries(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    data = obj["data"]
-    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise TypeError("data is not a list of objects")
-    return data
-
-
 def _text_field(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{what} is not text: {value!r}")
@@ -112,8 +98,7 @@ def _checksum(d: dict[str, Any], ts_ms: int | None) -> int | None:
     cs = d.get("checksum")
     if cs is None:
         return None
-    if isinstance(cs, bool) or not isinstance(cs, int):
-        raise ValueError(f"checksum is not an integer: {cs!r}")
+    cs = integer(cs, "checksum")
     if cs == 0 and ts_ms is not None and ts_ms >= CHECKSUM_END_MS:
         return None
     return cs
@@ -122,15 +107,6 @@ def _checksum(d: dict[str, Any], ts_ms: int | None) -> int | None:
 def _ms(value: Any) -> int | None:
     us = ms_to_us(value)
     return None if us is None else us // 1000
-
-
-def _iso_us(value: Any) -> int | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return iso_to_us(value.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        return None
 
 
 def _sniff(obj: Any) -> bool:
@@ -182,7 +158,7 @@ class OkxSession:
         else:
             raise ValueError(f"book message with action {action!r}")
         out: list[Event] = []
-        for d in _entries(obj):
+        for d in entries(obj):
             inst = _text_field(d.get("instId") or arg["instId"], "instId")
             key = StreamKey(exchange_of(inst), inst.upper(), Channel.BOOK)
             ts_ms = _ms(d.get("ts"))
@@ -191,8 +167,8 @@ class OkxSession:
                 rec.local_us,
                 None if ts_ms is None else ts_ms * 1000,
                 snapshot,
-                _levels(d.get("bids", [])),
-                _levels(d.get("asks", [])),
+                price_size(d.get("bids", [])),
+                price_size(d.get("asks", [])),
                 rec.path,
                 rec.line,
                 checksum=_checksum(d, ts_ms),
@@ -211,7 +187,7 @@ class OkxSession:
 
     def _trades(self, rec: RawRecord, obj: dict[str, Any]) -> Sequence[Event]:
         out: list[Event] = []
-        for d in _entries(obj):
+        for d in entries(obj):
             inst = _text_field(d["instId"], "instId")
             out.append(
                 TradeMsg(
@@ -230,7 +206,7 @@ class OkxSession:
 
     def _funding(self, rec: RawRecord, obj: dict[str, Any]) -> Sequence[Event]:
         out: list[Event] = []
-        for d in _entries(obj):
+        for d in entries(obj):
             inst = _text_field(d["instId"], "instId")
             out.append(
                 FundingMsg(
@@ -261,8 +237,8 @@ class OkxSession:
                 snapshot = action == "partial"
             else:
                 raise ValueError(f"depth message with action {action!r}")
-            for d in _entries(obj):
-                exch_us = _iso_us(d.get("timestamp"))
+            for d in entries(obj):
+                exch_us = iso_us(d.get("timestamp"))
                 out.append(
                     BookMsg(
                         StreamKey(
@@ -271,22 +247,22 @@ class OkxSession:
                         rec.local_us,
                         exch_us,
                         snapshot,
-                        _levels(d.get("bids", [])),
-                        _levels(d.get("asks", [])),
+                        price_size(d.get("bids", [])),
+                        price_size(d.get("asks", [])),
                         rec.path,
                         rec.line,
                         checksum=_checksum(d, None),
                     )
                 )
         elif name == "trade":
-            for d in _entries(obj):
+            for d in entries(obj):
                 out.append(
                     TradeMsg(
                         StreamKey(
                             exchange, _text_field(d["instrument_id"], "instrument_id").upper(), Channel.TRADES
                         ),
                         rec.local_us,
-                        _iso_us(d.get("timestamp")),
+                        iso_us(d.get("timestamp")),
                         _int_id(d["trade_id"], "trade_id"),
                         d["price"],
                         d["size"] if "size" in d else d["qty"],
@@ -296,7 +272,7 @@ class OkxSession:
                     )
                 )
         elif name == "funding_rate":
-            for d in _entries(obj):
+            for d in entries(obj):
                 out.append(
                     FundingMsg(
                         StreamKey(
@@ -306,7 +282,7 @@ class OkxSession:
                         ),
                         rec.local_us,
                         None,
-                        _iso_us(d.get("funding_time")),
+                        iso_us(d.get("funding_time")),
                         d.get("funding_rate"),
                         rec.path,
                         rec.line,

@@ -2,89 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from venue_harness import DATA, audit, faults, json_records, record
 
 from shared import checksums
-from shared.auditors import AuditConfig, BookAuditor, StreamResult, TradeAuditor
-from shared.book import Book
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
-from shared.exchanges.base import Venue
 from shared.exchanges.bitfinex import VENUE, BitfinexSession
-from shared.formats.readers import read_cryptofeed
-from shared.model import BookMsg, Disconnect, Event, FundingMsg, RawRecord, StreamKey, TradeMsg
+from shared.model import BookMsg, Event, StreamKey, TradeMsg
 from shared.sequencing import INCREASING, PREV_LINK
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 CAPTURE = DATA / "cryptofeed" / "BITFINEX.ws.11.0"
-
-
-@dataclasses.dataclass
-class Audit:
-    results: dict[StreamKey, StreamResult]
-    verified: Counter[StreamKey]
-    malformed: list[tuple[int, str]]
-    events: list[BookMsg | TradeMsg | FundingMsg]
-    session: Any
-
-
-def _records(path: Path) -> Iterator[RawRecord]:
-    for rec in read_cryptofeed(str(path)):
-        if rec.kind == "json":
-            yield rec
-
-
-def audit(records: Iterable[RawRecord], venue: Venue) -> Audit:
-    """Drive a capture the way the engine does, counting the checksums actually compared."""
-    session = None
-    auditors: dict[StreamKey, Any] = {}
-    verified: Counter[StreamKey] = Counter()
-    malformed: list[tuple[int, str]] = []
-    events: list[BookMsg | TradeMsg | FundingMsg] = []
-
-    def counting(key: StreamKey, fn: Callable[[Book], int]) -> Callable[[Book], int]:
-        def checksum(book: Book) -> int:
-            verified[key] += 1
-            return fn(book)
-
-        return checksum
-
-    for rec in records:
-        obj = orjson.loads(rec.raw)
-        if session is None:
-            session = venue.session(rec.url)
-        try:
-            evs = session.parse(rec, obj)
-        except (ValueError, KeyError, TypeError) as exc:
-            malformed.append((rec.line, repr(exc)))
-            continue
-        for ev in evs:
-            assert not isinstance(ev, Disconnect)
-            events.append(ev)
-            a: Any = auditors.get(ev.key)
-            if a is None:
-                rules = rules_for(ev.key.exchange)
-                if rules.checksum is not None:
-                    rules = dataclasses.replace(rules, checksum=counting(ev.key, rules.checksum))
-                cls = BookAuditor if isinstance(ev, BookMsg) else TradeAuditor
-                a = auditors[ev.key] = cls(ev.key, rules, AuditConfig())
-            a.feed(ev)
-    return Audit({k: a.finish() for k, a in auditors.items()}, verified, malformed, events, session)
-
-
-def _faults(a: Audit, kind: str) -> int:
-    return sum(r.faults[kind] for r in a.results.values())
-
-
-def _rec(obj: Any, line: int = 1) -> RawRecord:
-    raw = obj if isinstance(obj, bytes) else orjson.dumps(obj)
-    return RawRecord("t", line, 1_700_000_000_000_000 + line, "json", raw)
 
 
 def test_routing_and_rules() -> None:
@@ -92,14 +22,14 @@ def test_routing_and_rules() -> None:
     assert venue_for_file("BITFINEX.ws.11.0") is VENUE
     rules = rules_for("bitfinex")
     assert rules.book_rule is PREV_LINK and rules.trade_rule is INCREASING and rules.checksum is not None
-    for rec in list(_records(CAPTURE))[:50]:
+    for rec in list(json_records(CAPTURE))[:50]:
         assert venue_for_message(orjson.loads(rec.raw)) is VENUE
     # Kraken Futures greets with {"event": "info", "version": 1}: not Bitfinex.
     assert venue_for_message({"event": "info", "version": 1}) is not VENUE
 
 
 def test_capture_sequence_is_unbroken() -> None:
-    a = audit(_records(CAPTURE), VENUE)
+    a = audit(json_records(CAPTURE), VENUE)
     session = a.session
     assert isinstance(session, BitfinexSession)
     assert session.flags == 65536 and session.conn_last == 1670 and session.breaks == 0
@@ -108,9 +38,9 @@ def test_capture_sequence_is_unbroken() -> None:
     assert len({e.key for e in books}) == 7 and sum(1 for e in books if e.snapshot) == 7
     assert all(isinstance(e.last_id, int) for e in books)
     assert all(e.prev_id is not None for e in books if not e.snapshot)
-    assert _faults(a, "gap") == 0 and all(r.gaps == [] for r in a.results.values())
+    assert faults(a, "gap") == 0 and all(r.gaps == [] for r in a.results.values())
     for kind in ("duplicate", "out_of_order", "crossed_book", "invalid_value", "checksum_mismatch"):
-        assert _faults(a, kind) == 0, kind
+        assert faults(a, kind) == 0, kind
     assert sum(a.verified.values()) == 0  # this capture has no checksum messages (flag 131072 not set)
     trades = [e for e in a.events if isinstance(e, TradeMsg)]
     assert len(trades) == 7 * 30
@@ -131,7 +61,7 @@ def test_capture_sequence_is_unbroken() -> None:
 
 
 def test_dropping_one_message_breaks_every_book_stream_after_it() -> None:
-    records = list(_records(CAPTURE))
+    records = list(json_records(CAPTURE))
     clean = audit(records, VENUE)
     books = [e for e in clean.events if isinstance(e, BookMsg)]
     last_snapshot = max(i for i, e in enumerate(books) if e.snapshot)
@@ -163,20 +93,20 @@ def _session() -> BitfinexSession:
         {"event": "subscribed", "channel": "trades", "chanId": 8, "symbol": "tBTCUSD", "pair": "BTCUSD"},
         {"event": "subscribed", "channel": "book", "chanId": 9, "symbol": "fUSD", "prec": "P0", "len": "25"},
     ):  # fmt: skip
-        assert s.parse(_rec(m), m) == ()
+        assert s.parse(record(m), m) == ()
     return s
 
 
 def test_book_levels_and_checksum_messages() -> None:
     s = _session()
     snap = [7, [[6000, 2, 1.5], [5999.5, 1, 0.25], [6001, 1, -2], [6002, 3, -0.00001]], 1]
-    (e,) = s.parse(_rec(snap), snap)
+    (e,) = s.parse(record(snap), snap)
     assert isinstance(e, BookMsg) and e.snapshot and e.depth == 25 and e.last_id == 1
     assert e.bids == [["6000", "1.5"], ["5999.5", "0.25"]]
     assert e.asks == [["6001", "2"], ["6002", "0.00001"]]  # exact text, not 1e-05
-    assert s.parse(_rec([7, "hb", 2], 2), [7, "hb", 2]) == ()
+    assert s.parse(record([7, "hb", 2], 2), [7, "hb", 2]) == ()
     delete = [7, [6002, 0, -1], 3]
-    (d,) = s.parse(_rec(delete, 3), delete)
+    (d,) = s.parse(record(delete, 3), delete)
     assert isinstance(d, BookMsg) and d.asks == [["6002", "0"]] and d.bids == []
     assert (d.prev_id, d.last_id) == (1, 3)
     cs = checksums.bitfinex([("6000", "1.5"), ("5999.5", "0.25")], [("6001", "2")])
@@ -197,7 +127,7 @@ def test_book_levels_and_checksum_messages() -> None:
         [7, "cs", cs, 4],
         [7, "cs", cs + 1, 5],
     ]
-    a = audit([_rec(m, i + 1) for i, m in enumerate(msgs)], VENUE)
+    a = audit([record(m, i + 1) for i, m in enumerate(msgs)], VENUE)
     (r,) = a.results.values()
     assert a.verified[r.key] == 2 and r.faults["checksum_mismatch"] == 1 and r.gaps == []
     assert [f.line for f in r.findings] == [8]
@@ -216,7 +146,7 @@ def test_trades_snapshot_te_tu_and_resubscription() -> None:
             [9, [[6000, 1, 1]], 6],  # funding book: not read
         ]
     ):
-        out.extend(s.parse(_rec(m, i + 1), orjson.loads(m) if isinstance(m, bytes) else m))
+        out.extend(s.parse(record(m, i + 1), orjson.loads(m) if isinstance(m, bytes) else m))
     assert [(t.trade_id, t.side, t.qty, t.price) for t in out if isinstance(t, TradeMsg)] == [
         (11, "buy", "0.25", "6001"),
         (12, "sell", "0.5", "6000"),
@@ -230,4 +160,4 @@ def test_malformed_messages_raise() -> None:
     s = _session()
     for bad in ([7, [6000, 1]], [7, "cs"], [7, [[6000, "x", 1]], 1], [7, [6000, 1, 0], 2]):
         with pytest.raises((ValueError, TypeError)):
-            s.parse(_rec(bad), bad)
+            s.parse(record(bad), bad)

@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from venue_harness import DATA, audit_events, feed, messages, parse_capture
 
-from shared.auditors import AuditConfig, BookAuditor, StreamResult, TradeAuditor
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
 from shared.exchanges.bitmex import VENUE
-from shared.formats.readers import read_cryptofeed
 from shared.model import BookMsg, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import NONE
 
-CAPTURE = Path(__file__).resolve().parent.parent / "data" / "cryptofeed" / "BITMEX.ws.1.0"
-
-
-def _messages() -> Iterator[tuple[RawRecord, Any]]:
-    for rec in read_cryptofeed(str(CAPTURE)):
-        if rec.kind == "json":
-            yield rec, orjson.loads(rec.raw)
-
-
-def _events() -> list[Event]:
-    session = None
-    out: list[Event] = []
-    for rec, obj in _messages():
-        if session is None:
-            session = VENUE.session(rec.url)
-        out.extend(session.parse(rec, obj))
-    return out
-
-
-def _audit(events: list[Event]) -> tuple[dict[StreamKey, Any], dict[StreamKey, StreamResult]]:
-    auditors: dict[StreamKey, Any] = {}
-    for e in events:
-        a = auditors.get(e.key)
-        if a is None:
-            cls = BookAuditor if isinstance(e, BookMsg) else TradeAuditor
-            a = auditors[e.key] = cls(e.key, rules_for(e.key.exchange), AuditConfig())
-        a.feed(e)
-    return auditors, {k: a.finish() for k, a in auditors.items()}
+CAPTURE = DATA / "cryptofeed" / "BITMEX.ws.1.0"
 
 
 def _book(action: str, rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -52,7 +21,7 @@ def _book(action: str, rows: list[dict[str, Any]], **extra: Any) -> dict[str, An
 
 @pytest.fixture(scope="module")
 def events() -> list[Event]:
-    return _events()
+    return parse_capture(VENUE, CAPTURE)
 
 
 def test_rules_and_routing() -> None:
@@ -60,7 +29,7 @@ def test_rules_and_routing() -> None:
     assert rules.book_rule is NONE and rules.trade_rule is NONE
     assert venue_for_file("BITMEX.ws.1.0") is VENUE
     assert venue_for_url("wss://www.bitmex.com/realtime") is VENUE
-    _, obj = next((r, o) for r, o in _messages() if o.get("table") == "orderBookL2")
+    _, obj = next((r, o) for r, o in messages(CAPTURE) if o.get("table") == "orderBookL2")
     assert venue_for_message(obj) is VENUE
 
 
@@ -74,7 +43,7 @@ def test_capture_replays_with_every_id_resolved(events: list[Event]) -> None:
         for level in e.bids + e.asks:
             assert isinstance(level, list) and len(level) == 2
             assert not (isinstance(level[0], str) and level[0].startswith("id:")), e.line
-    auditors, results = _audit(events)
+    auditors, results = audit_events(events)
     for key, r in results.items():
         # invalid_value would flag an update/delete whose id no partial or insert priced.
         bad = {k: n for k, n in r.faults.items() if n and k != "timestamp_drift"}
@@ -88,9 +57,9 @@ def test_rebuilt_books_match_every_quote() -> None:
     """The quote table's last row per symbol is the best bid/ask at that moment: the rebuilt
     book (id -> price translation included) must agree with every one."""
     session = VENUE.session(None)
-    auditors: dict[str, BookAuditor] = {}
+    auditors: dict[str, Any] = {}
     compared = 0
-    for rec, obj in _messages():
+    for rec, obj in messages(CAPTURE):
         if obj.get("table") == "quote" and obj.get("action") == "insert":
             last = {row["symbol"]: (row["bidPrice"], row["askPrice"]) for row in obj["data"]}
             for symbol, top in last.items():
@@ -101,10 +70,7 @@ def test_rebuilt_books_match_every_quote() -> None:
                 compared += 1
         for e in session.parse(rec, obj):
             if isinstance(e, BookMsg):
-                a = auditors.get(e.key.symbol)
-                if a is None:
-                    a = auditors[e.key.symbol] = BookAuditor(e.key, rules_for("bitmex"), AuditConfig())
-                a.feed(e)
+                feed(auditors, e, rules_for("bitmex"), by=e.key.symbol)
     assert compared == 83
 
 
@@ -133,7 +99,7 @@ def test_update_and_delete_rows_take_the_price_of_their_id() -> None:
         rec, _book("update", [{"symbol": "XBTUSD", "id": 8799678700, "side": "Buy", "size": 1}])
     )
     assert isinstance(stale, BookMsg) and stale.bids == [["id:8799678700", 1]]
-    _, results = _audit([snap, upd, dele, stale])
+    _, results = audit_events([snap, upd, dele, stale])
     (r,) = results.values()
     assert r.faults["invalid_value"] == 1
 
@@ -182,7 +148,7 @@ def test_trades(events: list[Event]) -> None:
         "buy",
     )
     assert live.exch_us == 1626993370014000
-    _, results = _audit([*trades, live])
+    _, results = audit_events([*trades, live])
     assert sum(r.faults["duplicate"] for r in results.values()) == 1
 
 

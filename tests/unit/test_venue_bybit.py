@@ -6,53 +6,35 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from venue_harness import DATA, audit_events, feed, messages, parse_capture, record
 
-from shared.auditors import AuditConfig, BookAuditor, StreamResult, TradeAuditor
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
 from shared.exchanges.bybit import VENUE, BybitSession
 from shared.formats.readers import read_cryptofeed, read_jsonl
 from shared.model import BookMsg, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE, NONE
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 V5 = DATA / "nautilus" / "2024-12-01_XRPUSDT_ob500.data"
 V2_USDT = DATA / "cryptofeed" / "BYBIT.ws.25.0"
 V2_INVERSE = DATA / "cryptofeed" / "BYBIT.ws.26.0"
 XRP = StreamKey("bybit", "XRPUSDT", "book")
 
 
+def _reader(path: Path) -> Callable[[str], Iterator[RawRecord]]:
+    return read_jsonl if path.suffix == ".data" else read_cryptofeed
+
+
 def _messages(path: Path) -> Iterator[tuple[RawRecord, Any]]:
-    reader: Callable[[str], Iterator[RawRecord]] = read_jsonl if path.suffix == ".data" else read_cryptofeed
-    for rec in reader(str(path)):
-        if rec.kind == "json":
-            yield rec, orjson.loads(rec.raw)
+    return messages(path, _reader(path))
 
 
 def _events(path: Path) -> list[Event]:
-    session = None
-    out: list[Event] = []
-    for rec, obj in _messages(path):
-        if session is None:
-            session = VENUE.session(rec.url)
-        out.extend(session.parse(rec, obj))
-    return out
-
-
-def _audit(events: list[Event]) -> tuple[dict[StreamKey, Any], dict[StreamKey, StreamResult]]:
-    auditors: dict[StreamKey, Any] = {}
-    for e in events:
-        a = auditors.get(e.key)
-        if a is None:
-            cls = BookAuditor if isinstance(e, BookMsg) else TradeAuditor
-            a = auditors[e.key] = cls(e.key, rules_for(e.key.exchange), AuditConfig())
-        a.feed(e)
-    return auditors, {k: a.finish() for k, a in auditors.items()}
+    return parse_capture(VENUE, path, _reader(path))
 
 
 def _rec(obj: Any, line: int = 1) -> RawRecord:
-    return RawRecord("t", line, 1_000_000 + line, "json", orjson.dumps(obj))
+    return record(obj, line, 1_000_000 + line)
 
 
 def _v5(kind: str, u: int, b: list[list[str]], a: list[list[str]]) -> dict[str, Any]:
@@ -86,7 +68,7 @@ def test_v5_u_chain_is_complete() -> None:
     assert [e.last_id for e in books] == list(range(20254869, 20254919))
     assert all(e.first_id == e.last_id and e.prev_id is None for e in books)
     assert books[0].bids[0] == ["1.9531", "6203"] and books[0].exch_us == 1733011200691000
-    auditors, results = _audit(events)
+    auditors, results = audit_events(events)
     r = results[XRP]
     assert r.gaps == [] and r.notes == {}
     assert {k: n for k, n in r.faults.items() if n} == {}
@@ -102,7 +84,7 @@ def test_v5_dropping_one_delta_gives_one_gap() -> None:
     events = _events(V5)
     dropped = events[20]
     assert isinstance(dropped, BookMsg) and dropped.last_id == 20254889
-    _, results = _audit([e for e in events if e is not dropped])
+    _, results = audit_events([e for e in events if e is not dropped])
     r = results[XRP]
     assert r.faults["gap"] == 1
     assert [(g.after, g.before, g.missing) for g in r.gaps] == [(20254888, 20254890, 1)]
@@ -123,7 +105,7 @@ def test_v5_restart_snapshot_u1_resets_without_gap() -> None:
         (False, True),
         (False, False),
     ]
-    auditors, results = _audit(events)
+    auditors, results = audit_events(events)
     (r,) = results.values()
     assert r.gaps == [] and r.faults["snapshot_mismatch"] == 1  # the restart book differs
     (a,) = auditors.values()
@@ -170,7 +152,7 @@ def test_v5_public_trades() -> None:
         "buy",
         1672304486865000,
     )
-    _, results = _audit(events)
+    _, results = audit_events(events)
     (r,) = results.values()
     assert r.messages == 4 and r.faults["duplicate"] == 2  # the repeated message
 
@@ -188,11 +170,7 @@ def test_v2_captures(path: Path, snapshots: int, deltas: int, trades: int) -> No
     assert sum(isinstance(e, TradeMsg) for e in events) == trades
     auditors: dict[StreamKey, Any] = {}
     for e in events:
-        a = auditors.get(e.key)
-        if a is None:
-            cls = BookAuditor if isinstance(e, BookMsg) else TradeAuditor
-            a = auditors[e.key] = cls(e.key, rules_for("bybit"), AuditConfig())
-        a.feed(e)
+        a = feed(auditors, e, rules_for("bybit"))
         if isinstance(e, BookMsg):
             # orderBookL2_25 keeps 25 levels a side: inserts and deletes must balance out.
             assert len(a.book.bids) <= 25 and len(a.book.asks) <= 25, e.line
@@ -254,7 +232,7 @@ def test_v2_delete_rows_use_the_id_map() -> None:
     }
     (u,) = session.parse(_rec(unknown, 3), unknown)
     assert isinstance(u, BookMsg) and u.bids == [["id:42", 3]]
-    _, results = _audit([s, d, u])
+    _, results = audit_events([s, d, u])
     (r,) = results.values()
     assert r.faults["invalid_value"] == 1  # an update for a level never seen
 

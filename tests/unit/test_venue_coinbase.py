@@ -2,53 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from venue_harness import DATA, audit_events, feed, messages, parse_capture
 
-from shared.auditors import AuditConfig, BookAuditor, StreamResult, TradeAuditor
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
 from shared.exchanges.coinbase import VENUE
-from shared.formats.readers import read_cryptofeed
 from shared.model import BookMsg, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE, NONE
 
-CAPTURE = Path(__file__).resolve().parent.parent / "data" / "cryptofeed" / "COINBASE.ws.28.0"
-
-
-def _messages() -> Iterator[tuple[RawRecord, Any]]:
-    for rec in read_cryptofeed(str(CAPTURE)):
-        if rec.kind == "json":
-            yield rec, orjson.loads(rec.raw)
-
-
-def _events() -> list[Event]:
-    session = None
-    out: list[Event] = []
-    for rec, obj in _messages():
-        if session is None:
-            session = VENUE.session(rec.url)
-        out.extend(session.parse(rec, obj))
-    return out
-
-
-def _audit(events: list[Event]) -> tuple[dict[StreamKey, Any], dict[StreamKey, StreamResult]]:
-    auditors: dict[StreamKey, Any] = {}
-    for e in events:
-        a = auditors.get(e.key)
-        if a is None:
-            cls = BookAuditor if isinstance(e, BookMsg) else TradeAuditor
-            a = auditors[e.key] = cls(e.key, rules_for(e.key.exchange), AuditConfig())
-        a.feed(e)
-    return auditors, {k: a.finish() for k, a in auditors.items()}
+CAPTURE = DATA / "cryptofeed" / "COINBASE.ws.28.0"
 
 
 @pytest.fixture(scope="module")
 def events() -> list[Event]:
-    return _events()
+    return parse_capture(VENUE, CAPTURE)
 
 
 def test_rules_and_routing() -> None:
@@ -56,7 +26,7 @@ def test_rules_and_routing() -> None:
     assert rules.book_rule is NONE and rules.trade_rule is CONSECUTIVE
     assert venue_for_file("COINBASE.ws.28.0") is VENUE
     assert venue_for_url("wss://ws-feed.pro.coinbase.com") is VENUE
-    _, obj = next((r, o) for r, o in _messages() if o.get("type") == "l2update")
+    _, obj = next((r, o) for r, o in messages(CAPTURE) if o.get("type") == "l2update")
     assert venue_for_message(obj) is VENUE
 
 
@@ -66,7 +36,7 @@ def test_level2_replays_cleanly(events: list[Event]) -> None:
     updates = [e for e in books if not e.snapshot]
     assert len(updates) == 9719
     assert all(e.raw is not None and e.exch_us is not None for e in updates)
-    auditors, results = _audit(events)
+    auditors, results = audit_events(events)
     for key, r in results.items():
         assert r.gaps == [], key
         bad = {k: n for k, n in r.faults.items() if n and k != "timestamp_drift"}
@@ -90,10 +60,10 @@ def test_rebuilt_books_match_the_ticker() -> None:
     """The ticker carries best_bid/best_ask; except the first ticker of each product (sent at
     subscription, before the book caught up), every one must equal the rebuilt book."""
     session = VENUE.session(None)
-    auditors: dict[str, BookAuditor] = {}
+    auditors: dict[str, Any] = {}
     seen: set[str] = set()
     compared = 0
-    for rec, obj in _messages():
+    for rec, obj in messages(CAPTURE):
         if obj.get("type") == "ticker":
             product = obj["product_id"]
             if product in seen:
@@ -105,10 +75,7 @@ def test_rebuilt_books_match_the_ticker() -> None:
             seen.add(product)
         for e in session.parse(rec, obj):
             if isinstance(e, BookMsg):
-                a = auditors.get(e.key.symbol)
-                if a is None:
-                    a = auditors[e.key.symbol] = BookAuditor(e.key, rules_for("coinbase"), AuditConfig())
-                a.feed(e)
+                feed(auditors, e, rules_for("coinbase"), by=e.key.symbol)
     assert compared == 97
 
 
@@ -121,7 +88,7 @@ def test_matches_chain_and_taker_side(events: list[Event]) -> None:
     assert (last_match.trade_id, last_match.price, last_match.qty) == (881613, "14.7775", "0.04")
     assert last_match.side == "buy"  # the maker sold
     assert last_match.exch_us == 1618677810244075
-    _, results = _audit(trades)
+    _, results = audit_events(trades)
     assert all(r.gaps == [] and r.faults["duplicate"] == 0 for r in results.values())
     key = StreamKey("coinbase", "SKL-USD", "trades")
     stream = [t for t in trades if t.key == key]
@@ -133,7 +100,7 @@ def test_matches_chain_and_taker_side(events: list[Event]) -> None:
     last = stream[-1].trade_id
     assert isinstance(last, int)
     extra = [TradeMsg(key, 1, 1, last + i, "0.79", "1", "buy", "t", i) for i in range(1, 70)]
-    _, results = _audit([t for t in trades if t is not dropped] + extra)
+    _, results = audit_events([t for t in trades if t is not dropped] + extra)
     r = results[key]
     after, before = stream[4].trade_id, stream[6].trade_id
     assert isinstance(after, int) and isinstance(before, int)
@@ -160,7 +127,7 @@ def test_repeated_update_is_a_duplicate() -> None:
     events: list[Event] = []
     for i, m in enumerate([*msgs, msgs[1]]):
         events.extend(session.parse(RawRecord("t", i + 1, 1, "json", orjson.dumps(m)), m))
-    auditors, results = _audit(events)
+    auditors, results = audit_events(events)
     (r,) = results.values()
     assert r.faults["duplicate"] == 1 and r.gaps == []
     (a,) = auditors.values()

@@ -2,50 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from venue_harness import DATA, audit_events, feed, messages, parse_capture
 
-from shared.auditors import AuditConfig, BookAuditor, StreamResult, TradeAuditor
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
 from shared.exchanges.deribit import VENUE
-from shared.formats.readers import read_cryptofeed
 from shared.model import BookMsg, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import PREV_LINK
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "cryptofeed_deribit"
-WS30 = DATA / "DERIBIT.ws.30.0"
-SINGLE = DATA / "DERIBIT-5dd9ce.0"
-
-
-def _messages(path: Path) -> Iterator[tuple[RawRecord, Any]]:
-    for rec in read_cryptofeed(str(path)):
-        if rec.kind == "json":
-            yield rec, orjson.loads(rec.raw)
-
-
-def _events(path: Path) -> list[Event]:
-    session = None
-    out: list[Event] = []
-    for rec, obj in _messages(path):
-        if session is None:
-            session = VENUE.session(rec.url)
-        out.extend(session.parse(rec, obj))
-    return out
-
-
-def _audit(events: list[Event]) -> tuple[dict[StreamKey, Any], dict[StreamKey, StreamResult]]:
-    auditors: dict[StreamKey, Any] = {}
-    for e in events:
-        a = auditors.get(e.key)
-        if a is None:
-            cls = BookAuditor if isinstance(e, BookMsg) else TradeAuditor
-            a = auditors[e.key] = cls(e.key, rules_for(e.key.exchange), AuditConfig())
-        a.feed(e)
-    return auditors, {k: a.finish() for k, a in auditors.items()}
+WS30 = DATA / "cryptofeed_deribit" / "DERIBIT.ws.30.0"
+SINGLE = DATA / "cryptofeed_deribit" / "DERIBIT-5dd9ce.0"
 
 
 def _msg(channel: str, data: Any) -> tuple[RawRecord, dict[str, Any]]:
@@ -66,10 +36,10 @@ def test_rules_and_routing() -> None:
 
 @pytest.mark.parametrize(("path", "changes"), [(WS30, 46), (SINGLE, 177)])
 def test_chained_captures(path: Path, changes: int) -> None:
-    events = _events(path)
+    events = parse_capture(VENUE, path)
     books = [e for e in events if isinstance(e, BookMsg)]
     assert sum(e.snapshot for e in books) == 10
-    auditors, results = _audit(events)
+    auditors, results = audit_events(events)
     assert len(results) == 10
     checked = 0
     for key, r in results.items():
@@ -90,12 +60,12 @@ def test_chained_captures(path: Path, changes: int) -> None:
 
 
 def test_levels_are_price_amount_pairs_with_numbers_as_decoded() -> None:
-    first = next(e for e in _events(WS30) if isinstance(e, BookMsg) and e.bids)
+    first = next(e for e in parse_capture(VENUE, WS30) if isinstance(e, BookMsg) and e.bids)
     assert first.key == StreamKey("deribit", "ETH-30APR21-2560-P", "book")
     assert first.snapshot and first.prev_id is None and first.last_id == 9272308923
     assert first.bids[0] == [0.083, 5.0]
     assert first.exch_us == 1618677845542000
-    delete = next(e for e in _events(WS30) if isinstance(e, BookMsg) and e.line == 31)
+    delete = next(e for e in parse_capture(VENUE, WS30) if isinstance(e, BookMsg) and e.line == 31)
     assert delete.asks == [[0.0025, 0]] and delete.bids == [] and not delete.snapshot
     assert delete.prev_id == 29357173484 and delete.last_id == 29357197952
 
@@ -105,10 +75,10 @@ def test_rebuilt_books_match_every_ticker(path: Path) -> None:
     """Deribit tickers carry the best bid/ask with amounts: the rebuilt book must agree with
     every one of them, as of the ticker's exchange time."""
     session = VENUE.session(None)
-    auditors: dict[str, BookAuditor] = {}
+    auditors: dict[str, Any] = {}
     states: dict[str, list[tuple[int, tuple[Any, ...]]]] = {}
     tickers: list[tuple[str, int, tuple[Any, ...]]] = []
-    for rec, obj in _messages(path):
+    for rec, obj in messages(path):
         params = obj.get("params") or {}
         if str(params.get("channel", "")).startswith("ticker."):
             d = params["data"]
@@ -118,10 +88,7 @@ def test_rebuilt_books_match_every_ticker(path: Path) -> None:
             )
         for e in session.parse(rec, obj):
             assert isinstance(e, BookMsg)
-            a = auditors.get(e.key.symbol)
-            if a is None:
-                a = auditors[e.key.symbol] = BookAuditor(e.key, rules_for("deribit"), AuditConfig())
-            a.feed(e)
+            a = feed(auditors, e, rules_for("deribit"), by=e.key.symbol)
             bb, ba = a.book.bids.best(), a.book.asks.best()
             top = (bb[0] if bb else 0, ba[0] if ba else 0, bb[1] if bb else 0, ba[1] if ba else 0)
             assert e.exch_us is not None
@@ -133,12 +100,12 @@ def test_rebuilt_books_match_every_ticker(path: Path) -> None:
 
 
 def test_dropping_one_change_gives_one_gap() -> None:
-    events = _events(SINGLE)
+    events = parse_capture(VENUE, SINGLE)
     key = StreamKey("deribit", "ETH-9APR21-1950-C", "book")
     stream = [e for e in events if isinstance(e, BookMsg) and e.key == key and not e.snapshot]
     assert len(stream) > 10
     dropped = stream[5]
-    _, results = _audit([e for e in events if e is not dropped])
+    _, results = audit_events([e for e in events if e is not dropped])
     r = results[key]
     assert r.faults["gap"] == 1 and len(r.gaps) == 1
     gap = r.gaps[0]
@@ -218,7 +185,7 @@ def test_trades_use_trade_seq() -> None:
     assert isinstance(t, TradeMsg)
     assert (t.trade_id, t.price, t.qty, t.side, t.exch_us) == (1, 0.0795, 4.0, "sell", 1_617_644_856_001_000)
     assert t.key == StreamKey("deribit", "ETH-9APR21-1950-C", "trades")
-    _, results = _audit(events)
+    _, results = audit_events(events)
     (r,) = results.values()
     assert r.messages == 78
     assert [(g.after, g.before, g.missing) for g in r.gaps] == [(3, 5, 1)]

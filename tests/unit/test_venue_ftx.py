@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from venue_harness import DATA, audit, faults, findings, first_update_at_top, json_records, rewrite
 
-from shared.auditors import AuditConfig, BookAuditor, StreamResult, TradeAuditor
-from shared.book import Book
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
-from shared.exchanges.base import Venue
 from shared.exchanges.ftx import VENUE
-from shared.formats.readers import read_cryptofeed, read_json_doc, read_jsonl
-from shared.model import BookMsg, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
+from shared.formats.readers import read_json_doc, read_jsonl
+from shared.model import BookMsg, RawRecord, StreamKey, TradeMsg
 from shared.numbers import as_text
 from shared.sequencing import INCREASING, NONE
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 CAPTURES = {
     # path: (exchange id, book messages, all carrying a checksum)
     DATA / "cryptofeed_ftx" / "FTX.ws.1.0": ("ftx", 971),
@@ -29,65 +23,6 @@ CAPTURES = {
     DATA / "cryptofeed_ftx" / "FTX_TR.ws.1.0": ("ftx-tr", 2811),
     DATA / "cryptofeed_ftx_2021-04" / "FTX.ws.32.0": ("ftx", 1276),
 }
-
-
-@dataclasses.dataclass
-class Audit:
-    results: dict[StreamKey, StreamResult]
-    verified: Counter[StreamKey]
-    malformed: list[tuple[int, str]]
-    events: list[BookMsg | TradeMsg | FundingMsg]
-
-
-Reader = Callable[[str], Iterator[RawRecord]]
-
-
-def _records(path: Path, reader: Reader = read_cryptofeed) -> Iterator[RawRecord]:
-    for rec in reader(str(path)):
-        if rec.kind == "json":
-            yield rec
-
-
-def audit(records: Iterable[RawRecord], venue: Venue) -> Audit:
-    """Drive a capture the way the engine does, counting the checksums actually compared."""
-    session = None
-    auditors: dict[StreamKey, Any] = {}
-    verified: Counter[StreamKey] = Counter()
-    malformed: list[tuple[int, str]] = []
-    events: list[BookMsg | TradeMsg | FundingMsg] = []
-
-    def counting(key: StreamKey, fn: Callable[[Book], int]) -> Callable[[Book], int]:
-        def checksum(book: Book) -> int:
-            verified[key] += 1
-            return fn(book)
-
-        return checksum
-
-    for rec in records:
-        obj = orjson.loads(rec.raw)
-        if session is None:
-            session = venue.session(rec.url)
-        try:
-            evs = session.parse(rec, obj)
-        except (ValueError, KeyError, TypeError) as exc:
-            malformed.append((rec.line, repr(exc)))
-            continue
-        for ev in evs:
-            assert not isinstance(ev, Disconnect)
-            events.append(ev)
-            a: Any = auditors.get(ev.key)
-            if a is None:
-                rules = rules_for(ev.key.exchange)
-                if rules.checksum is not None:
-                    rules = dataclasses.replace(rules, checksum=counting(ev.key, rules.checksum))
-                cls = BookAuditor if isinstance(ev, BookMsg) else TradeAuditor
-                a = auditors[ev.key] = cls(ev.key, rules, AuditConfig())
-            a.feed(ev)
-    return Audit({k: a.finish() for k, a in auditors.items()}, verified, malformed, events)
-
-
-def _faults(a: Audit, kind: str) -> int:
-    return sum(r.faults[kind] for r in a.results.values())
 
 
 def test_routing_and_rules() -> None:
@@ -98,14 +33,14 @@ def test_routing_and_rules() -> None:
     for exchange in ("ftx", "ftx-us", "ftx-tr"):
         rules = rules_for(exchange)
         assert rules.book_rule is NONE and rules.trade_rule is INCREASING and rules.checksum is not None
-    (rec,) = _records(DATA / "nautilus_ftx" / "ws_trades.json", read_json_doc)
+    (rec,) = json_records(DATA / "nautilus_ftx" / "ws_trades.json", read_json_doc)
     assert venue_for_message(orjson.loads(rec.raw)) is VENUE
 
 
 @pytest.mark.parametrize("path", sorted(CAPTURES), ids=lambda p: p.name)
 def test_capture_every_checksum_verifies(path: Path) -> None:
     exchange, count = CAPTURES[path]
-    a = audit(_records(path), VENUE)
+    a = audit(json_records(path), VENUE)
     assert a.malformed == []
     books = [e for e in a.events if isinstance(e, BookMsg)]
     assert len(books) == count and all(e.checksum is not None for e in books)
@@ -113,15 +48,15 @@ def test_capture_every_checksum_verifies(path: Path) -> None:
     assert sum(1 for e in books if e.snapshot) == 10
     # Every checksum carried (partials included) was compared.
     assert sum(a.verified.values()) == count
-    assert _faults(a, "checksum_mismatch") == 0
-    assert _faults(a, "gap") == 0
+    assert faults(a, "checksum_mismatch") == 0
+    assert faults(a, "gap") == 0
     for kind in ("duplicate", "out_of_order", "crossed_book", "invalid_value", "snapshot_mismatch"):
-        assert _faults(a, kind) == 0, kind
+        assert faults(a, kind) == 0, kind
     assert all(isinstance(e.exch_us, int) for e in books)
 
 
 def test_trades() -> None:
-    a = audit(_records(DATA / "cryptofeed_ftx" / "FTX_TR.ws.1.0"), VENUE)
+    a = audit(json_records(DATA / "cryptofeed_ftx" / "FTX_TR.ws.1.0"), VENUE)
     trades = [e for e in a.events if isinstance(e, TradeMsg)]
     assert len(trades) == 165 and all(isinstance(t.trade_id, int) for t in trades)
     t = trades[0]
@@ -136,47 +71,35 @@ def test_trades() -> None:
     trade_results = [r for k, r in a.results.items() if k.channel == "trades"]
     assert sum(r.messages for r in trade_results) == 165
     assert all(not any(r.faults[k] for k in ("gap", "duplicate", "out_of_order")) for r in trade_results)
-    (rec,) = _records(DATA / "nautilus_ftx" / "ws_trades.json", read_json_doc)
+    (rec,) = json_records(DATA / "nautilus_ftx" / "ws_trades.json", read_json_doc)
     events = VENUE.session(None).parse(rec, orjson.loads(rec.raw))
     assert [e.trade_id for e in events if isinstance(e, TradeMsg)] == [2958655478, 2958655479, 2958655480]
 
 
 def test_corrupting_one_quantity_gives_exactly_one_mismatch() -> None:
     path = DATA / "cryptofeed_ftx" / "FTX.ws.1.0"
-    records = list(_records(path))
-    session = VENUE.session(records[0].url)
-    books: dict[StreamKey, BookAuditor] = {}
-    target = None
-    for rec in records:
-        for ev in session.parse(rec, orjson.loads(rec.raw)):
-            if not isinstance(ev, BookMsg):
-                continue
-            book = books.setdefault(ev.key, BookAuditor(ev.key, rules_for("ftx"), AuditConfig()))
-            book.feed(ev)
-            best = book.book.bids.best()
-            live = [lv for lv in ev.bids if lv[1] != 0]
-            if target is None and not ev.snapshot and live and best and best[0] == live[0][0]:
-                target = rec.line
+    records = list(json_records(path))
+    target = first_update_at_top(records, VENUE, "bids", lambda lv: lv[1] != 0)
     assert target is not None
-    for rec in records:
-        if rec.line == target:
-            obj = orjson.loads(rec.raw)
-            level = next(lv for lv in obj["data"]["bids"] if lv[1] != 0)
-            level[1] = level[1] * 2
-            rec.raw = orjson.dumps(obj)
+
+    def corrupt(obj: Any) -> None:
+        level = next(lv for lv in obj["data"]["bids"] if lv[1] != 0)
+        level[1] = level[1] * 2
+
+    rewrite(records, target, corrupt)
     a = audit(records, VENUE)
-    findings = [f for r in a.results.values() for f in r.findings if f.fault == "checksum_mismatch"]
-    assert len(findings) == 1 and findings[0].line == target
+    found = findings(a, "checksum_mismatch")
+    assert len(found) == 1 and found[0].line == target
 
 
 def test_float_levels_are_kept_and_printed_as_sent() -> None:
-    (rec,) = _records(DATA / "nautilus_ftx" / "ws_orderbook_partial.json", read_jsonl)
+    (rec,) = json_records(DATA / "nautilus_ftx" / "ws_orderbook_partial.json", read_jsonl)
     a = audit([rec], VENUE)
     (e,) = a.events
     assert isinstance(e, BookMsg) and e.snapshot and e.key == StreamKey("ftx", "ETH-PERP", "book")
     assert e.bids[0] == [3761.9, 60.526] and as_text(e.bids[0][0]) == "3761.9"
     assert e.exch_us == 1641070804529784  # 1641070804.5297835 s, rounded half-even
-    assert sum(a.verified.values()) == 1 and _faults(a, "checksum_mismatch") == 0
+    assert sum(a.verified.values()) == 1 and faults(a, "checksum_mismatch") == 0
 
 
 def test_session_messages_without_market_data() -> None:

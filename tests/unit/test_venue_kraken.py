@@ -2,91 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
+from venue_harness import DATA, audit, faults, findings, first_update_at_top, json_records, record, rewrite
 
 from shared import checksums
-from shared.auditors import AuditConfig, BookAuditor, StreamResult, TradeAuditor
-from shared.book import Book
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
-from shared.exchanges.base import Venue
 from shared.exchanges.kraken import VENUE
-from shared.formats.readers import read_cryptofeed, read_json_doc
-from shared.model import BookMsg, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
+from shared.formats.readers import read_json_doc
+from shared.model import BookMsg, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE, NONE
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 BOOKS = DATA / "cryptofeed" / "KRAKEN.ws.50.0"
 TRADES = DATA / "cryptofeed" / "KRAKEN.ws.48.0"
 REST = DATA / "nautilus" / "http_trades.json"
-
-
-@dataclasses.dataclass
-class Audit:
-    results: dict[StreamKey, StreamResult]
-    verified: Counter[StreamKey]
-    malformed: list[tuple[int, str]]
-    events: list[BookMsg | TradeMsg | FundingMsg]
-
-
-Reader = Callable[[str], Iterator[RawRecord]]
-
-
-def _records(path: Path, reader: Reader = read_cryptofeed) -> Iterator[RawRecord]:
-    for rec in reader(str(path)):
-        if rec.kind == "json":
-            yield rec
-
-
-def audit(records: Iterable[RawRecord], venue: Venue) -> Audit:
-    """Drive a capture the way the engine does, counting the checksums actually compared."""
-    session = None
-    auditors: dict[StreamKey, Any] = {}
-    verified: Counter[StreamKey] = Counter()
-    malformed: list[tuple[int, str]] = []
-    events: list[BookMsg | TradeMsg | FundingMsg] = []
-
-    def counting(key: StreamKey, fn: Callable[[Book], int]) -> Callable[[Book], int]:
-        def checksum(book: Book) -> int:
-            verified[key] += 1
-            return fn(book)
-
-        return checksum
-
-    for rec in records:
-        obj = orjson.loads(rec.raw)
-        if session is None:
-            session = venue.session(rec.url)
-        try:
-            evs = session.parse(rec, obj)
-        except (ValueError, KeyError, TypeError) as exc:
-            malformed.append((rec.line, repr(exc)))
-            continue
-        for ev in evs:
-            assert not isinstance(ev, Disconnect)
-            events.append(ev)
-            a: Any = auditors.get(ev.key)
-            if a is None:
-                rules = rules_for(ev.key.exchange)
-                if rules.checksum is not None:
-                    rules = dataclasses.replace(rules, checksum=counting(ev.key, rules.checksum))
-                cls = BookAuditor if isinstance(ev, BookMsg) else TradeAuditor
-                a = auditors[ev.key] = cls(ev.key, rules, AuditConfig())
-            a.feed(ev)
-    return Audit({k: a.finish() for k, a in auditors.items()}, verified, malformed, events)
-
-
-def _faults(a: Audit, kind: str) -> int:
-    return sum(r.faults[kind] for r in a.results.values())
-
-
-def _rec(obj: Any, line: int = 1, raw: bytes | None = None) -> RawRecord:
-    return RawRecord("t", line, 1_700_000_000_000_000 + line, "json", raw or orjson.dumps(obj))
 
 
 def test_routing_and_rules() -> None:
@@ -95,15 +25,15 @@ def test_routing_and_rules() -> None:
     assert venue_for_url("wss://futures.kraken.com/ws/v1") is not VENUE
     assert venue_for_file("KRAKEN.ws.50.0") is VENUE
     assert venue_for_file("KRAKEN_FUTURES.ws.1.0") is not VENUE
-    rec = next(r for r in _records(BOOKS) if r.raw.startswith(b"["))
+    rec = next(r for r in json_records(BOOKS) if r.raw.startswith(b"["))
     assert venue_for_message(orjson.loads(rec.raw)) is VENUE
-    assert venue_for_message(orjson.loads(next(_records(REST, read_json_doc)).raw)) is VENUE
+    assert venue_for_message(orjson.loads(next(json_records(REST, read_json_doc)).raw)) is VENUE
     rules = rules_for("kraken")
     assert rules.book_rule is NONE and rules.trade_rule is CONSECUTIVE and rules.checksum is not None
 
 
 def test_capture_every_checksum_verifies() -> None:
-    a = audit(_records(BOOKS), VENUE)
+    a = audit(json_records(BOOKS), VENUE)
     assert a.malformed == []
     books = [e for e in a.events if isinstance(e, BookMsg)]
     assert len({e.key for e in books}) == 10 and all(e.depth == 1000 for e in books)
@@ -111,43 +41,32 @@ def test_capture_every_checksum_verifies() -> None:
     assert sum(1 for e in books if e.checksum is not None) == 4269
     # Every checksum carried was compared: the book was never unsafe.
     assert sum(a.verified.values()) == 4269
-    assert _faults(a, "checksum_mismatch") == 0
-    assert _faults(a, "gap") == 0
+    assert faults(a, "checksum_mismatch") == 0
+    assert faults(a, "gap") == 0
     for kind in ("duplicate", "crossed_book", "invalid_value", "snapshot_mismatch"):
-        assert _faults(a, kind) == 0, kind
+        assert faults(a, kind) == 0, kind
     # An update split over two objects ({"a": ...}, {"b": ..., "c": ...}) is one message.
     both = [e for e in books if not e.snapshot and e.bids and e.asks]
     assert both and all(e.checksum is not None and e.exch_us is not None for e in both)
 
 
 def test_corrupting_one_quantity_gives_exactly_one_mismatch() -> None:
-    records = list(_records(BOOKS))
-    session = VENUE.session(records[0].url)
-    books: dict[StreamKey, BookAuditor] = {}
-    target = None
-    for rec in records:
-        for ev in session.parse(rec, orjson.loads(rec.raw)):
-            assert isinstance(ev, BookMsg)
-            a = books.setdefault(ev.key, BookAuditor(ev.key, rules_for("kraken"), AuditConfig()))
-            a.feed(ev)
-            best = a.book.asks.best()
-            live = [lv for lv in ev.asks if lv[1].strip("0.")]
-            if target is None and not ev.snapshot and live and best and best[0] == live[0][0]:
-                target = rec.line
+    records = list(json_records(BOOKS))
+    target = first_update_at_top(records, VENUE, "asks", lambda lv: bool(lv[1].strip("0.")), books_only=True)
     assert target is not None
-    for rec in records:
-        if rec.line == target:
-            obj = orjson.loads(rec.raw)
-            level = next(lv for part in obj[1:-2] for lv in part.get("a", []) if lv[1].strip("0."))
-            level[1] = level[1] + "1"
-            rec.raw = orjson.dumps(obj)
+
+    def corrupt(obj: Any) -> None:
+        level = next(lv for part in obj[1:-2] for lv in part.get("a", []) if lv[1].strip("0."))
+        level[1] = level[1] + "1"
+
+    rewrite(records, target, corrupt)
     corrupted = audit(records, VENUE)
-    findings = [f for r in corrupted.results.values() for f in r.findings if f.fault == "checksum_mismatch"]
-    assert len(findings) == 1 and findings[0].line == target
+    found = findings(corrupted, "checksum_mismatch")
+    assert len(found) == 1 and found[0].line == target
 
 
 def test_ws_trades_and_ticker() -> None:
-    a = audit(_records(TRADES), VENUE)
+    a = audit(json_records(TRADES), VENUE)
     trades = [e for e in a.events if isinstance(e, TradeMsg)]
     assert trades and all(t.trade_id is None and t.side in ("buy", "sell") for t in trades)
     t = trades[0]
@@ -160,13 +79,13 @@ def test_ws_trades_and_ticker() -> None:
     )
     assert a.malformed == [] and all(not any(r.faults.values()) for r in a.results.values())
     ticker = [1668, {"a": ["13.2539", 35, "35.7"], "b": ["13.2329", 185, "185.1"]}, "ticker", "WAVES/EUR"]
-    assert VENUE.session(None).parse(_rec(ticker), ticker) == ()
+    assert VENUE.session(None).parse(record(ticker), ticker) == ()
     own = [[{"TDLH43-DVQXD-2KHVYY": {"pair": "XBT/EUR", "price": "100000.0"}}], "ownTrades", {"sequence": 2}]
-    assert VENUE.session(None).parse(_rec(own), own) == ()
+    assert VENUE.session(None).parse(record(own), own) == ()
 
 
 def test_rest_trades_consecutive_ids() -> None:
-    (rec,) = _records(REST, read_json_doc)
+    (rec,) = json_records(REST, read_json_doc)
     a = audit([rec], VENUE)
     trades = [e for e in a.events if isinstance(e, TradeMsg)]
     assert len(trades) == 1000
@@ -185,12 +104,12 @@ def test_rest_trades_consecutive_ids() -> None:
     # Removing one trade is one gap of one id.
     doc = orjson.loads(rec.raw)
     del doc["result"]["XBTUSDT"][500]
-    a = audit([_rec(doc)], VENUE)
+    a = audit([record(doc)], VENUE)
     (r,) = a.results.values()
     assert [(g.after, g.before, g.missing) for g in r.gaps] == [(10218707, 10218709, 1)]
     # Other REST answers are not trades.
     other = {"error": [], "result": {"XXBTZUSD": {"altname": "XBTUSD"}}}
-    assert VENUE.session(None).parse(_rec(other), other) == ()
+    assert VENUE.session(None).parse(record(other), other) == ()
 
 
 def _v2_levels(text: str) -> str:
@@ -229,7 +148,7 @@ def test_v2_book_keeps_exact_number_text() -> None:
         f'"checksum":{cs},"timestamp":"2023-10-06T17:35:55.440295Z"}}]}}'
     ).encode()
     assert venue_for_message(orjson.loads(snapshot)) is VENUE
-    recs = [_rec(ack, 1), _rec(None, 2, snapshot), _rec(None, 3, update)]
+    recs = [record(ack, 1), record(snapshot, 2), record(update, 3)]
     a = audit(recs, VENUE)
     key = StreamKey("kraken", "BTC/USD", "book")
     snap = a.events[0]
@@ -248,8 +167,8 @@ def test_v2_trades_snapshot_overlap_is_not_repeated() -> None:
         )
         return f'{{"channel":"trade","type":"{kind}","data":[{rows}]}}'.encode()
 
-    recs = [_rec(None, 1, msg("snapshot", [3, 1, 2])), _rec(None, 2, msg("update", [4])),
-            _rec(None, 3, msg("snapshot", [2, 3, 4])), _rec(None, 4, msg("update", [5]))]  # fmt: skip
+    recs = [record(msg("snapshot", [3, 1, 2]), 1), record(msg("update", [4]), 2),
+            record(msg("snapshot", [2, 3, 4]), 3), record(msg("update", [5]), 4)]  # fmt: skip
     a = audit(recs, VENUE)
     trades = [e for e in a.events if isinstance(e, TradeMsg)]
     assert [t.trade_id for t in trades] == [1, 2, 3, 4, 5]

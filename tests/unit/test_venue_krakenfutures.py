@@ -2,53 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from venue_harness import DATA, audit_events, feed, messages, parse_capture
 
-from shared.auditors import AuditConfig, BookAuditor, StreamResult, TradeAuditor
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
 from shared.exchanges.krakenfutures import VENUE
-from shared.formats.readers import read_cryptofeed
 from shared.model import BookMsg, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE
 
-CAPTURE = Path(__file__).resolve().parent.parent / "data" / "cryptofeed" / "KRAKEN_FUTURES.ws.1.0"
-
-
-def _messages() -> Iterator[tuple[RawRecord, Any]]:
-    for rec in read_cryptofeed(str(CAPTURE)):
-        if rec.kind == "json":
-            yield rec, orjson.loads(rec.raw)
-
-
-def _events() -> list[Event]:
-    session = None
-    out: list[Event] = []
-    for rec, obj in _messages():
-        if session is None:
-            session = VENUE.session(rec.url)
-        out.extend(session.parse(rec, obj))
-    return out
-
-
-def _audit(events: list[Event]) -> tuple[dict[StreamKey, Any], dict[StreamKey, StreamResult]]:
-    auditors: dict[StreamKey, Any] = {}
-    for e in events:
-        a = auditors.get(e.key)
-        if a is None:
-            cls = BookAuditor if isinstance(e, BookMsg) else TradeAuditor
-            a = auditors[e.key] = cls(e.key, rules_for(e.key.exchange), AuditConfig())
-        a.feed(e)
-    return auditors, {k: a.finish() for k, a in auditors.items()}
+CAPTURE = DATA / "cryptofeed" / "KRAKEN_FUTURES.ws.1.0"
 
 
 @pytest.fixture(scope="module")
 def events() -> list[Event]:
-    return _events()
+    return parse_capture(VENUE, CAPTURE)
 
 
 def test_rules_and_routing() -> None:
@@ -56,7 +25,7 @@ def test_rules_and_routing() -> None:
     assert rules.book_rule is CONSECUTIVE and rules.trade_rule is CONSECUTIVE
     assert venue_for_file("KRAKEN_FUTURES.ws.1.0") is VENUE
     assert venue_for_url("wss://futures.kraken.com/ws/v1") is VENUE
-    _, obj = next((r, o) for r, o in _messages() if o.get("feed") == "book" and "seq" in o)
+    _, obj = next((r, o) for r, o in messages(CAPTURE) if o.get("feed") == "book" and "seq" in o)
     assert venue_for_message(obj) is VENUE
 
 
@@ -66,7 +35,7 @@ def test_seq_chain_is_complete(events: list[Event]) -> None:
     deltas = [e for e in books if not e.snapshot]
     assert len(snapshots) == 10 and len(deltas) == 7014
     assert all(e.first_id == e.last_id for e in deltas)
-    auditors, results = _audit(events)
+    auditors, results = audit_events(events)
     books_seen = 0
     for key, r in results.items():
         assert r.gaps == [], key
@@ -96,9 +65,9 @@ def test_levels_keep_json_numbers(events: list[Event]) -> None:
 def test_rebuilt_books_match_every_ticker() -> None:
     """ticker_lite carries the best bid and ask: the rebuilt book agrees with all of them."""
     session = VENUE.session(None)
-    auditors: dict[str, BookAuditor] = {}
+    auditors: dict[str, Any] = {}
     compared = 0
-    for rec, obj in _messages():
+    for rec, obj in messages(CAPTURE):
         if obj.get("feed") == "ticker_lite" and "bid" in obj:
             a = auditors[obj["product_id"]]
             bb, ba = a.book.bids.best(), a.book.asks.best()
@@ -107,10 +76,7 @@ def test_rebuilt_books_match_every_ticker() -> None:
             compared += 1
         for e in session.parse(rec, obj):
             if isinstance(e, BookMsg):
-                a = auditors.get(e.key.symbol)
-                if a is None:
-                    a = auditors[e.key.symbol] = BookAuditor(e.key, rules_for(e.key.exchange), AuditConfig())
-                a.feed(e)
+                feed(auditors, e, by=e.key.symbol)
     assert compared == 107
 
 
@@ -118,7 +84,7 @@ def test_dropping_one_delta_gives_one_gap(events: list[Event]) -> None:
     key = StreamKey("cryptofacilities", "PI_LTCUSD", "book")
     stream = [e for e in events if isinstance(e, BookMsg) and e.key == key and not e.snapshot]
     dropped = stream[100]
-    _, results = _audit([e for e in events if e is not dropped])
+    _, results = audit_events([e for e in events if e is not dropped])
     r = results[key]
     assert r.faults["gap"] == 1
     assert [(g.after, g.before, g.missing) for g in r.gaps] == [(dropped.last_id - 1, dropped.last_id + 1, 1)]
@@ -139,10 +105,10 @@ def test_trades_chain_from_snapshot_to_live(events: list[Event]) -> None:
         ("FI_BCHUSD_210730", 1488),
         ("PI_ETHUSD", 103832),
     ]
-    _, results = _audit(trades)
+    _, results = audit_events(trades)
     assert all(r.gaps == [] and r.faults["duplicate"] == 0 for r in results.values())
     dropped = next(t for t in trades if t.key.symbol == "PI_ETHUSD" and t.trade_id == 103740)
-    _, results = _audit([t for t in trades if t is not dropped])
+    _, results = audit_events([t for t in trades if t is not dropped])
     gaps = [(g.after, g.before, g.missing) for r in results.values() for g in r.gaps]
     assert gaps == [(103739, 103741, 1)]
 

@@ -2,98 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from venue_harness import DATA, audit, faults, findings, first_update_at_top, json_records, record, rewrite
 
 from shared import checksums
-from shared.auditors import AuditConfig, BookAuditor, FundingAuditor, StreamResult, TradeAuditor
-from shared.book import Book
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
-from shared.exchanges.base import Venue
 from shared.exchanges.okx import CHECKSUM_END_MS, VENUE, exchange_of
-from shared.formats.readers import read_cryptofeed
-from shared.model import BookMsg, Disconnect, Event, FundingMsg, RawRecord, StreamKey, TradeMsg
+from shared.model import BookMsg, Event, FundingMsg, StreamKey, TradeMsg
 from shared.sequencing import INCREASING, PREV_LINK
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 CAPTURE = DATA / "cryptofeed" / "OKX.ws.1.0"
-
-
-@dataclasses.dataclass
-class Audit:
-    results: dict[StreamKey, StreamResult]
-    verified: Counter[StreamKey]
-    malformed: list[tuple[int, str]]
-    events: list[BookMsg | TradeMsg | FundingMsg]
-
-
-def _records(path: Path) -> Iterator[RawRecord]:
-    for rec in read_cryptofeed(str(path)):
-        if rec.kind == "json":
-            yield rec
-
-
-def audit(records: Iterable[RawRecord], venue: Venue) -> Audit:
-    """Drive a capture the way the engine does, counting the checksums actually compared."""
-    session = None
-    auditors: dict[StreamKey, Any] = {}
-    verified: Counter[StreamKey] = Counter()
-    malformed: list[tuple[int, str]] = []
-    events: list[BookMsg | TradeMsg | FundingMsg] = []
-
-    def counting(key: StreamKey, fn: Callable[[Book], int]) -> Callable[[Book], int]:
-        def checksum(book: Book) -> int:
-            verified[key] += 1
-            return fn(book)
-
-        return checksum
-
-    for rec in records:
-        obj = orjson.loads(rec.raw)
-        if session is None:
-            session = venue.session(rec.url)
-        try:
-            evs = session.parse(rec, obj)
-        except (ValueError, KeyError, TypeError) as exc:
-            malformed.append((rec.line, repr(exc)))
-            continue
-        for ev in evs:
-            assert not isinstance(ev, Disconnect)
-            events.append(ev)
-            a: Any = auditors.get(ev.key)
-            if a is None:
-                rules = rules_for(ev.key.exchange)
-                if rules.checksum is not None:
-                    rules = dataclasses.replace(rules, checksum=counting(ev.key, rules.checksum))
-                cls = {BookMsg: BookAuditor, TradeMsg: TradeAuditor, FundingMsg: FundingAuditor}[type(ev)]
-                a = auditors[ev.key] = cls(ev.key, rules, AuditConfig())
-            a.feed(ev)
-    return Audit({k: a.finish() for k, a in auditors.items()}, verified, malformed, events)
-
-
-def _faults(a: Audit, kind: str) -> int:
-    return sum(r.faults[kind] for r in a.results.values())
-
-
-def _rec(obj: Any, line: int = 1) -> RawRecord:
-    return RawRecord("t", line, 1_700_000_000_000_000 + line, "json", orjson.dumps(obj))
 
 
 def _parse(msgs: list[dict[str, Any]]) -> list[Event]:
     session = VENUE.session("wss://ws.okx.com:8443/ws/v5/public")
-    return [e for i, m in enumerate(msgs) for e in session.parse(_rec(m, i + 1), m)]
+    return [e for i, m in enumerate(msgs) for e in session.parse(record(m, i + 1), m)]
 
 
 def test_routing_and_rules() -> None:
     assert venue_for_url("wss://ws.okx.com:8443/ws/v5/public") is VENUE
     assert venue_for_file("OKX.ws.1.0") is VENUE
-    first = next(r for r in _records(CAPTURE) if b'"data"' in r.raw)
+    first = next(r for r in json_records(CAPTURE) if b'"data"' in r.raw)
     assert venue_for_message(orjson.loads(first.raw)) is VENUE
     for exchange in ("okex", "okex-swap", "okex-futures", "okex-options"):
         rules = rules_for(exchange)
@@ -106,7 +38,7 @@ def test_routing_and_rules() -> None:
 
 
 def test_capture_every_checksum_verifies() -> None:
-    a = audit(_records(CAPTURE), VENUE)
+    a = audit(json_records(CAPTURE), VENUE)
     assert a.malformed == []
     books = {k: r for k, r in a.results.items() if k.channel == "book"}
     assert sorted(k.label() for k in books) == [
@@ -117,10 +49,10 @@ def test_capture_every_checksum_verifies() -> None:
     assert sum(r.messages for r in books.values()) == 290
     # Every one of the 290 book messages carried a checksum and was compared.
     assert sum(a.verified.values()) == 290
-    assert _faults(a, "checksum_mismatch") == 0
-    assert _faults(a, "gap") == 0 and all(r.gaps == [] for r in a.results.values())
+    assert faults(a, "checksum_mismatch") == 0
+    assert faults(a, "gap") == 0 and all(r.gaps == [] for r in a.results.values())
     for kind in ("duplicate", "out_of_order", "crossed_book", "invalid_value", "snapshot_mismatch"):
-        assert _faults(a, kind) == 0, kind
+        assert faults(a, kind) == 0, kind
     # Pre-seqId capture: no ids on book events.
     assert all(e.last_id is None and e.prev_id is None for e in a.events if isinstance(e, BookMsg))
     snap = next(e for e in a.events if isinstance(e, BookMsg) and e.snapshot)
@@ -132,36 +64,20 @@ def test_capture_every_checksum_verifies() -> None:
     )
 
 
-def _top_update_line(records: list[RawRecord], venue: Venue) -> int:
-    """The first update whose first bid level ends up as the best bid (so it is inside any top N)."""
-    session = venue.session(records[0].url)
-    books: dict[StreamKey, BookAuditor] = {}
-    for rec in records:
-        for ev in session.parse(rec, orjson.loads(rec.raw)):
-            if not isinstance(ev, BookMsg):
-                continue
-            a = books.setdefault(ev.key, BookAuditor(ev.key, rules_for(ev.key.exchange), AuditConfig()))
-            a.feed(ev)
-            live = [lv for lv in ev.bids if lv[1] not in ("0", 0.0)]
-            best = a.book.bids.best()
-            if not ev.snapshot and ev.checksum is not None and live and best and best[0] == live[0][0]:
-                return rec.line
-    raise AssertionError("no update touches the best bid")
-
-
 def test_corrupting_one_quantity_gives_exactly_one_mismatch() -> None:
-    records = list(_records(CAPTURE))
-    line = _top_update_line(records, VENUE)
-    for rec in records:
-        if rec.line == line:
-            obj = orjson.loads(rec.raw)
-            level = next(lv for lv in obj["data"][0]["bids"] if lv[1] != "0")
-            level[1] = level[1] + "1"
-            rec.raw = orjson.dumps(obj)
+    records = list(json_records(CAPTURE))
+    line = first_update_at_top(records, VENUE, "bids", lambda lv: lv[1] not in ("0", 0.0), with_checksum=True)
+    assert line is not None
+
+    def corrupt(obj: Any) -> None:
+        level = next(lv for lv in obj["data"][0]["bids"] if lv[1] != "0")
+        level[1] = level[1] + "1"
+
+    rewrite(records, line, corrupt)
     a = audit(records, VENUE)
-    findings = [f for r in a.results.values() for f in r.findings if f.fault == "checksum_mismatch"]
-    assert len(findings) == 1 and findings[0].line == line
-    assert _faults(a, "gap") == 0
+    found = findings(a, "checksum_mismatch")
+    assert len(found) == 1 and found[0].line == line
+    assert faults(a, "gap") == 0
 
 
 def _book(
@@ -197,25 +113,25 @@ def test_seqid_chain_and_gap() -> None:
         (True, None, 10), (False, 10, 15), (False, 15, 15), (False, 15, 20), (False, 25, 30),
     ]  # fmt: skip
     a = audit(
-        [_rec(m, i + 1) for i, m in enumerate([_book("snapshot", 10, -1), _book("update", 15, 10)])], VENUE
+        [record(m, i + 1) for i, m in enumerate([_book("snapshot", 10, -1), _book("update", 15, 10)])], VENUE
     )
-    assert _faults(a, "gap") == 0
+    assert faults(a, "gap") == 0
     msgs = [
         _book("snapshot", 10, -1),
         _book("update", 15, 10),
         _book("update", 20, 15),
         _book("update", 30, 25),
     ]
-    a = audit([_rec(m, i + 1) for i, m in enumerate(msgs)], VENUE)
+    a = audit([record(m, i + 1) for i, m in enumerate(msgs)], VENUE)
     (r,) = a.results.values()
     assert [(g.after, g.before, g.missing) for g in r.gaps] == [(20, 30, None)]
 
 
 def test_update_without_seqid_on_sequenced_stream_is_malformed() -> None:
     session = VENUE.session(None)
-    session.parse(_rec(_book("snapshot", 10, -1)), _book("snapshot", 10, -1))
+    session.parse(record(_book("snapshot", 10, -1)), _book("snapshot", 10, -1))
     with pytest.raises(ValueError, match="seqId"):
-        session.parse(_rec(_book("update"), 2), _book("update"))
+        session.parse(record(_book("update"), 2), _book("update"))
 
 
 def test_books5_pushes_are_snapshots_and_checksum_sunset() -> None:
@@ -306,7 +222,7 @@ def test_v3_depth_with_checksum() -> None:
         ],
     }
     assert venue_for_message(partial) is VENUE
-    a = audit([_rec(m, i + 1) for i, m in enumerate([partial, update, trade])], VENUE)
+    a = audit([record(m, i + 1) for i, m in enumerate([partial, update, trade])], VENUE)
     book = a.results[StreamKey("okex", "XRP-USDT", "book")]
     assert a.verified[StreamKey("okex", "XRP-USDT", "book")] == 2 and book.faults["checksum_mismatch"] == 0
     assert a.events[0].exch_us == 1583020800123000
