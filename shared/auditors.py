@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.book import Book, differences
 from shared.checks.funding import FundingCheck
-from shared.checks.timing import Timing
+from shared.checks.timing import Latency, Timing
 from shared.exchanges.base import VenueRules
 from shared.model import FAULT_KINDS, BookMsg, Fault, Finding, FundingMsg, Gap, StreamKey, TradeMsg
 from shared.numbers import INVALID, classify_qty, is_valid_price
@@ -43,14 +43,55 @@ BookSink = Callable[[StreamKey, int, int | None, Book], None]
 
 @dataclass(slots=True)
 class StreamResult:
+    """What the audit of one stream (or one part of it) found.  Parts merge exactly."""
+
     key: StreamKey
     messages: int = 0
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
     gaps: list[Gap] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    latency_ms: dict[str, float] | None = None
+    latency: Latency = field(default_factory=Latency)
     # Messages read but not applied for a reason that is not a fault.
     notes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def latency_ms(self) -> dict[str, float] | None:
+        return self.latency.percentiles_ms()
+
+    def merge(self, later: StreamResult) -> None:
+        """Add the result of a later, independent part of the same stream."""
+        self.messages += later.messages
+        for kind, n in later.faults.items():
+            self.faults[kind] = self.faults.get(kind, 0) + n
+        self.gaps.extend(later.gaps)
+        self.findings.extend(later.findings)
+        self.latency.merge(later.latency)
+        for what, n in later.notes.items():
+            self.notes[what] = self.notes.get(what, 0) + n
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "key": list(self.key),
+            "messages": self.messages,
+            "faults": self.faults,
+            "gaps": [g.as_json() for g in self.gaps],
+            "findings": [f.as_json() for f in self.findings],
+            "latency": self.latency.as_json(),
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StreamResult:
+        key = StreamKey(*data["key"])
+        return cls(
+            key,
+            data["messages"],
+            dict(data["faults"]),
+            [Gap(**g) for g in data["gaps"]],
+            [Finding.from_json(key, f) for f in data["findings"]],
+            Latency.from_json(data["latency"]),
+            dict(data["notes"]),
+        )
 
 
 class _Auditor:
@@ -89,7 +130,7 @@ class _Auditor:
         self._find(Fault.GAP, path, line, local_us, after=gap.after, before=gap.before, missing=gap.missing)
 
     def finish(self) -> StreamResult:
-        self.result.latency_ms = self.timing.latency_ms()
+        self.result.latency = self.timing.latency
         return self.result
 
 
@@ -112,6 +153,7 @@ class BookAuditor(_Auditor):
         self.recent_raw: deque[bytes] = deque()
         self.recent_raw_set: set[bytes] = set()
         self.last_local_us: int | None = None
+        self.last_seen_us: int | None = None  # receive time of the latest message, applied or not
         self.sink = sink
         self.next_emit_us = 0
         # Diffs received while the book is unknown (Binance subscribes to the stream first
@@ -144,6 +186,8 @@ class BookAuditor(_Auditor):
 
     def feed(self, m: BookMsg) -> None:
         self.result.messages += 1
+        if m.local_us is not None:
+            self.last_seen_us = m.local_us
         if self.at_seam:
             self._cross_seam(m)
         if m.snapshot or m.reset:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -40,6 +41,18 @@ class InputSummary:
     malformed: int = 0
     ignored: int = 0
     error: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputSummary:
+        return cls(
+            data["path"],
+            data["sha256"],
+            data["format"],
+            data["lines"],
+            data["malformed"],
+            data["ignored"],
+            data.get("error"),
+        )
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -89,6 +102,21 @@ def sha256_of(path: str) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def rotation_families(groups: Sequence[list[str]]) -> list[list[list[str]]]:
+    """Capture groups that continue each other: one directory, names equal but for their
+    digits (``btcusdt_20240808.gz``, ``btcusdt_20240809.gz``).  Families are independent
+    recordings; a stream fed by several families is the sum of independent audits."""
+    families: dict[tuple[str, str], list[list[str]]] = {}
+    for group in groups:
+        first = group[0]
+        pattern = _DIGITS.sub("#", os.path.basename(first).split(".", 1)[0])
+        families.setdefault((os.path.dirname(first), pattern), []).append(group)
+    return list(families.values())
+
+
 def capture_groups(files: Sequence[str], formats: dict[str, str | None]) -> list[list[str]]:
     """Files that must be read together: cryptofeed siblings sharing a prefix in one directory."""
     groups: dict[tuple[str, str], list[str]] = {}
@@ -103,6 +131,92 @@ def capture_groups(files: Sequence[str], formats: dict[str, str | None]) -> list
             order.append(key)
         groups[key].append(f)
     return [groups[k] for k in order]
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a job reads: every input file (recognised or not) and the families of captures,
+    each an ordered list of capture groups.  Families are independent units of work."""
+
+    inputs: list[InputSummary]
+    formats: dict[str, str | None]
+    families: list[list[list[str]]]
+
+
+def plan(paths: Sequence[str]) -> Plan:
+    """Recognise every file under ``paths`` and cut the captures into families."""
+    files = expand_paths(paths)
+    formats: dict[str, str | None] = {}
+    inputs: list[InputSummary] = []
+    for f in files:
+        summary = InputSummary(f)
+        inputs.append(summary)
+        formats[f] = None
+        if not os.path.isfile(f):
+            summary.error = "not a regular file (broken link, pipe or device)"
+            continue
+        try:
+            summary.sha256 = sha256_of(f)
+            summary.format = formats[f] = detect(f)
+        except OSError as exc:
+            summary.error = f"cannot read: {exc.strerror or exc}"
+            formats[f] = None
+            continue
+        except TruncatedInput as exc:
+            summary.error = str(exc)
+            formats[f] = None
+            continue
+        if summary.format is None:
+            summary.error = "not a recognised capture format"
+    groups = capture_groups([f for f in files if formats.get(f) not in (None, "empty")], formats)
+    return Plan(inputs, formats, rotation_families(groups))
+
+
+@dataclass(slots=True)
+class FamilyResult:
+    """What auditing one family found: a worker's answer, merged by :func:`combine`."""
+
+    index: int
+    inputs: list[InputSummary]  # the family's files, with their counts
+    parts: list[StreamResult]
+    malformed: list[Malformed]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "inputs": [i.as_json() for i in self.inputs],
+            "parts": [p.as_json() for p in self.parts],
+            "malformed": [[m.path, m.line, m.reason] for m in self.malformed],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FamilyResult:
+        return cls(
+            data["index"],
+            [InputSummary.from_json(i) for i in data["inputs"]],
+            [StreamResult.from_json(p) for p in data["parts"]],
+            [Malformed(*m) for m in data["malformed"]],
+        )
+
+
+def audit_family(job: Plan, index: int, cfg: AuditConfig) -> FamilyResult:
+    """Audit one family on its own (what a worker does with one unit of work)."""
+    files = {f for group in job.families[index] for f in group}
+    own = [replace(i) for i in job.inputs if i.path in files]
+    engine = Engine(cfg)
+    engine.inputs = own
+    engine.run_family(Plan(own, job.formats, job.families), index)
+    return FamilyResult(index, own, engine.parts, engine.malformed)
+
+
+def combine(job: Plan, results: Iterable[FamilyResult]) -> AuditOutcome:
+    """The outcome of a job from its families' results, whatever order they arrived in."""
+    ordered = sorted(results, key=lambda r: r.index)
+    counted = {i.path: i for r in ordered for i in r.inputs}
+    inputs = [counted.get(i.path, i) for i in job.inputs]
+    parts = [p for r in ordered for p in r.parts]
+    malformed = [m for r in ordered for m in r.malformed]
+    return AuditOutcome(inputs, merge_parts(parts), malformed)
 
 
 class _FileContext:
@@ -136,37 +250,25 @@ class Engine:
         self.funding: dict[StreamKey, FundingAuditor] = {}
         self.inputs: list[InputSummary] = []
         self.malformed: list[Malformed] = []
+        # Results of the families already read, in order, and the last book of each stream.
+        self.parts: list[StreamResult] = []
+        self.closed_books: dict[StreamKey, list[BookAuditor]] = {}
 
     # -- driving ---------------------------------------------------------------------
 
     def run(self, paths: Sequence[str]) -> AuditOutcome:
-        files = expand_paths(paths)
-        formats: dict[str, str | None] = {}
-        summaries: dict[str, InputSummary] = {}
-        for f in files:
-            summary = InputSummary(f)
-            summaries[f] = summary
-            self.inputs.append(summary)
-            formats[f] = None
-            if not os.path.isfile(f):
-                summary.error = "not a regular file (broken link, pipe or device)"
-                continue
-            try:
-                summary.sha256 = sha256_of(f)
-                summary.format = formats[f] = detect(f)
-            except OSError as exc:
-                summary.error = f"cannot read: {exc.strerror or exc}"
-                formats[f] = None
-                continue
-            except TruncatedInput as exc:
-                summary.error = str(exc)
-                formats[f] = None
-                continue
-            if summary.format is None:
-                summary.error = "not a recognised capture format"
-        for group in capture_groups([f for f in files if formats.get(f) not in (None, "empty")], formats):
-            self._run_group(group, formats, summaries)
+        job = plan(paths)
+        self.inputs = job.inputs
+        for index in range(len(job.families)):
+            self.run_family(job, index)
         return self.finish()
+
+    def run_family(self, job: Plan, index: int) -> None:
+        """Read one family (its capture groups in order); its auditors are then finished."""
+        summaries = {s.path: s for s in job.inputs}
+        for group in job.families[index]:
+            self._run_group(group, job.formats, summaries)
+        self._close_family()
 
     def _run_group(
         self, group: list[str], formats: dict[str, str | None], summaries: dict[str, InputSummary]
@@ -313,16 +415,35 @@ class Engine:
             if auditor is not None:
                 auditor.disconnect(ev.path, ev.line, ev.local_us)
 
-    def finish(self) -> AuditOutcome:
-        results: list[StreamResult] = []
+    def _close_family(self) -> None:
+        """The family is read: finish its auditors; the next family starts afresh."""
         for table in (self.books, self.trades, self.funding):
             for auditor in table.values():
-                results.append(auditor.finish())
-        results.sort(key=lambda r: (r.key.exchange, r.key.symbol, _CHANNEL_ORDER.get(r.key.channel, 9)))
-        return AuditOutcome(self.inputs, results, self.malformed)
+                self.parts.append(auditor.finish())
+        for key, auditor in self.books.items():
+            self.closed_books.setdefault(key, []).append(auditor)
+        self.books, self.trades, self.funding = {}, {}, {}
+
+    def finish(self) -> AuditOutcome:
+        self._close_family()
+        return AuditOutcome(self.inputs, merge_parts(self.parts), self.malformed)
 
 
 _CHANNEL_ORDER = {Channel.BOOK.value: 0, Channel.TRADES.value: 1, Channel.FUNDING.value: 2}
+
+
+def merge_parts(parts: Iterable[StreamResult]) -> list[StreamResult]:
+    """One result per stream, parts merged in the order given; sorted for the report."""
+    merged: dict[StreamKey, StreamResult] = {}
+    for part in parts:
+        have = merged.get(part.key)
+        if have is None:
+            merged[part.key] = part
+        else:
+            have.merge(part)
+    return sorted(
+        merged.values(), key=lambda r: (r.key.exchange, r.key.symbol, _CHANNEL_ORDER.get(r.key.channel, 9))
+    )
 
 
 def _merge_key(rec: RawRecord) -> int:
@@ -347,7 +468,9 @@ def rebuild_book(
     key = StreamKey(exchange, symbol.upper(), Channel.BOOK.value)
     engine = Engine(cfg or AuditConfig(), select=lambda k: k == key, until_us=at_us)
     engine.run(paths)
-    auditor = engine.books.get(key)
+    # Several recordings may feed the stream: the book is the one of the latest recording.
+    candidates = engine.closed_books.get(key, [])
+    auditor = max(candidates, key=lambda a: a.last_seen_us or 0, default=None)
     book = auditor.book if auditor is not None else Book()
     if auditor is not None and auditor.seq is not None:
         # Messages still held for reordering were received before ``at``: release them.

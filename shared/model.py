@@ -160,6 +160,19 @@ class Finding:
     def sort_key(self) -> tuple[Any, ...]:
         return (self.key, self.path, self.line, self.fault)
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "fault": self.fault,
+            "path": self.path,
+            "line": self.line,
+            "local_us": self.local_us,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_json(cls, key: StreamKey, data: dict[str, Any]) -> Finding:
+        return cls(key, data["fault"], data["path"], data["line"], data["local_us"], data["detail"])
+
 
 @dataclass(slots=True)
 class Gap:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 WINDOW = 33
@@ -21,17 +22,63 @@ BUCKET_US = 10
 _RANGE = 2**62  # beyond this a value is not a time (and would not fit the report's integers)
 
 
+@dataclass(slots=True)
+class Latency:
+    """Receive-latency statistics of a stream: a histogram that merges exactly across parts."""
+
+    hist: dict[int, int] = field(default_factory=dict)  # bucket (offset // BUCKET_US) -> count
+    count: int = 0
+    max_us: int | None = None
+
+    def add(self, offset: int) -> None:
+        b = offset // BUCKET_US
+        hist = self.hist
+        hist[b] = hist.get(b, 0) + 1
+        self.count += 1
+        if self.max_us is None or offset > self.max_us:
+            self.max_us = offset
+
+    def merge(self, other: Latency) -> None:
+        for b, n in other.hist.items():
+            self.hist[b] = self.hist.get(b, 0) + n
+        self.count += other.count
+        if other.max_us is not None and (self.max_us is None or other.max_us > self.max_us):
+            self.max_us = other.max_us
+
+    def percentiles_ms(self) -> dict[str, float] | None:
+        if not self.count or self.max_us is None:
+            return None
+        keys = sorted(self.hist)
+        total = self.count
+        out: dict[str, float] = {}
+        for name, pct in (("p50", 50), ("p99", 99)):
+            rank = max(1, -(-total * pct // 100))  # ceil(total * pct / 100)
+            seen = 0
+            for k in keys:
+                seen += self.hist[k]
+                if seen >= rank:
+                    out[name] = round(k * BUCKET_US / 1000, 3)
+                    break
+        out["max"] = round(self.max_us / 1000, 3)
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {"hist": sorted(self.hist.items()), "count": self.count, "max_us": self.max_us}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Latency:
+        return cls({int(b): int(n) for b, n in data["hist"]}, int(data["count"]), data["max_us"])
+
+
 class Timing:
-    __slots__ = ("_hist", "_last_exch", "_max", "_ordered", "_recent", "count", "threshold_us")
+    __slots__ = ("_last_exch", "_ordered", "_recent", "latency", "threshold_us")
 
     def __init__(self, drift_ms: float) -> None:
         self.threshold_us = int(drift_ms * 1000)
         self._recent: deque[int] = deque()
         self._ordered: list[int] = []
-        self._hist: dict[int, int] = {}
-        self._max: int | None = None
         self._last_exch: int | None = None
-        self.count = 0
+        self.latency = Latency()
 
     def new_recording(self) -> None:
         """Another recording follows: its clocks are not compared with this one's."""
@@ -54,12 +101,7 @@ class Timing:
         if local_us is None:
             return finding
         offset = local_us - exch_us
-        self.count += 1
-        b = offset // BUCKET_US
-        hist = self._hist
-        hist[b] = hist.get(b, 0) + 1
-        if self._max is None or offset > self._max:
-            self._max = offset
+        self.latency.add(offset)
         ordered = self._ordered
         n = len(ordered)
         if n >= MIN_SAMPLES:
@@ -77,18 +119,4 @@ class Timing:
         return finding
 
     def latency_ms(self) -> dict[str, float] | None:
-        if not self.count or self._max is None:
-            return None
-        keys = sorted(self._hist)
-        total = self.count
-        out: dict[str, float] = {}
-        for name, q in (("p50", 0.50), ("p99", 0.99)):
-            rank = max(1, -(-total * int(q * 100) // 100))  # ceil(total * q)
-            seen = 0
-            for k in keys:
-                seen += self._hist[k]
-                if seen >= rank:
-                    out[name] = round(k * BUCKET_US / 1000, 3)
-                    break
-        out["max"] = round(self._max / 1000, 3)
-        return out
+        return self.latency.percentiles_ms()

@@ -58,7 +58,7 @@ def test_resync_after_a_gap_replays_the_diffs_newer_than_the_snapshot(tmp_path: 
     assert book.faults["gap"] == 1 and [(g.after, g.before) for g in book.gaps] == [(13, 15)]
     engine = Engine(AuditConfig())
     engine.run([str(tmp_path / "capture.txt")])
-    auditor = next(iter(engine.books.values()))
+    (auditor,) = next(iter(engine.closed_books.values()))
     assert auditor.in_sync and auditor.book.bids.top(2) == [("100", "1"), ("95", "18")]
 
 
@@ -118,7 +118,7 @@ def test_tardis_depth_snapshots_go_to_their_own_symbol(tmp_path: Path) -> None:
     books, _ = run(tmp_path, objs)
     engine = Engine(AuditConfig())
     engine.run([str(tmp_path / "capture.txt")])
-    tops = {k.symbol: a.book.bids.top(1) for k, a in engine.books.items()}
+    tops = {k.symbol: a[-1].book.bids.top(1) for k, a in engine.closed_books.items()}
     assert tops == {"BTCUSDT": [("60000", "1")], "ETHUSDT": [("3000", "1")]}
     assert all(b.faults["gap"] == 0 for b in books)
 
