@@ -113,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--depth", type=_positive_int, default=25)
     book.add_argument("--reorder-window", type=_positive_int, default=64, metavar="N")
 
+    worker = sub.add_parser("worker", help="run a worker attached to the broker")
+    worker.add_argument("--queues", help="comma-separated queues (default all)")
+    worker.add_argument("--concurrency", type=_positive_int, default=1, metavar="N")
+    worker.add_argument("--broker", help="Redis URL (default REDIS_URL)")
+
+    produce = sub.add_parser("produce", help="submit inputs as a job and return at once (what cron runs)")
+    produce.add_argument("paths", nargs="+", metavar="PATH")
+    produce.add_argument(
+        "--out", required=True, metavar="DIR", help="where the aggregator writes the results"
+    )
+    produce.add_argument("--broker", help="Redis URL (default REDIS_URL)")
+    produce.add_argument("--drift-ms", type=_non_negative_float, default=100.0)
+    produce.add_argument("--reorder-window", type=_positive_int, default=64, metavar="N")
+
+    status = sub.add_parser("status", help="print a job's progress as JSON")
+    status.add_argument("job")
+    status.add_argument("--broker", help="Redis URL (default REDIS_URL)")
+
     checksum = sub.add_parser("checksum", help="print the checksum an exchange would send for a book")
     checksum.add_argument("--exchange", required=True, help="okex*, bitfinex, kraken or ftx*")
     checksum.add_argument("file", nargs="?", metavar="FILE", help="JSON book (default: standard input)")
@@ -128,6 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_book(args)
         if args.command == "checksum":
             return cmd_checksum(args)
+        if args.command == "worker":
+            return cmd_worker(args)
+        if args.command == "produce":
+            return cmd_produce(args)
+        if args.command == "status":
+            return cmd_status(args)
     except (UsageError, InputError) as exc:
         print(f"retape: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -243,6 +267,56 @@ def cmd_book(args: argparse.Namespace) -> int:
     cfg = AuditConfig(reorder_window=args.reorder_window)
     result = rebuild_book(args.paths, args.exchange, args.symbol, at, depth=args.depth, cfg=cfg)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return EXIT_OK
+
+
+def _broker(args: argparse.Namespace) -> str:
+    url = args.broker or os.environ.get("REDIS_URL")
+    if not url:
+        raise UsageError("no broker: give --broker URL or set REDIS_URL")
+    return str(url)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from shared.queues import parse_queues
+    from workers.app import create_app
+
+    try:
+        queues = parse_queues(args.queues)
+    except ValueError as exc:
+        raise UsageError(f"--queues: {exc}") from None
+    app = create_app(_broker(args))
+    app.worker_main(["worker", "-Q", ",".join(queues), "--concurrency", str(args.concurrency), "-l", "info"])
+    return EXIT_OK
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    import redis
+
+    from producers.submit import submit
+
+    _check_paths(args.paths)
+    cfg = AuditConfig(drift_ms=args.drift_ms, reorder_window=args.reorder_window)
+    try:
+        done = submit(_broker(args), args.paths, cfg, os.path.abspath(args.out))
+    except (OSError, redis.RedisError) as exc:
+        raise UsageError(f"broker unreachable: {exc}") from None
+    print(done.job)
+    if not done.new:
+        print(f"retape: job {done.job} was already submitted: nothing new", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import redis
+
+    from producers.submit import status
+
+    try:
+        got = status(redis.Redis.from_url(_broker(args)), args.job)
+    except redis.RedisError as exc:
+        raise UsageError(f"broker unreachable: {exc}") from None
+    sys.stdout.write(orjson.dumps(got).decode() + "\n")
     return EXIT_OK
 
 

@@ -27,3 +27,22 @@ def deliveries(task_id: str) -> str:
 def claim(fingerprint: str) -> str:
     """Held while inputs with this fingerprint are being (or were) submitted."""
     return f"{PREFIX}:claim:{fingerprint}"
+
+
+def job_plan(job_id: str) -> str:
+    """The job's plan (inputs, formats, families) as JSON."""
+    return f"{PREFIX}:job:{job_id}:plan"
+
+
+def job_result(job_id: str, index: int) -> str:
+    """One family's result as JSON, written once."""
+    return f"{PREFIX}:job:{job_id}:result:{index}"
+
+
+def job_done(job_id: str) -> str:
+    """The set of family indexes whose result is written (the aggregator's own count)."""
+    return f"{PREFIX}:job:{job_id}:done"
+
+
+def job_aggregated(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:aggregated"

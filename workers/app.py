@@ -59,9 +59,17 @@ def settings(url: str) -> dict[str, object]:
     }
 
 
+# Every task is routed to its queue by name.
+TASK_ROUTES = {
+    "retape.audit_family": {"queue": Queue.BOOK.value, "routing_key": Queue.BOOK.value},
+    "retape.aggregate": {"queue": Queue.AGGREGATE.value, "routing_key": Queue.AGGREGATE.value},
+}
+
+
 def create_app(url: str | None = None) -> Celery:
-    app = Celery("retape")
+    app = Celery("retape", include=["workers.tasks"])
     app.conf.update(settings(url or broker_url()))
+    app.conf.task_routes = TASK_ROUTES
     return app
 
 
