@@ -220,7 +220,7 @@ def combine(job: Plan, results: Iterable[FamilyResult]) -> AuditOutcome:
 
 
 class _FileContext:
-    """Per-file state: the venue session and the book streams it fed (for disconnects)."""
+    """Per-file state: the venue session and the streams it fed (for disconnects and seams)."""
 
     __slots__ = ("session", "stream_keys", "summary", "venue")
 

@@ -1,8 +1,7 @@
 """Names of every Redis key retape uses, in one place (pure strings: no Redis import).
 
-Everything of a job lives under ``retape:job:<job>:`` so that deleting a job's transient
-keys is one pattern; what must outlive jobs (claims of inputs, the dead-letter list,
-shared rate limiters) has its own prefix.
+Everything of a job lives under ``retape:job:<job>``; what must outlive jobs (claims of
+inputs, the dead-letter list, shared rate limiters) has its own prefix.
 """
 
 from __future__ import annotations
@@ -13,10 +12,6 @@ DEAD_LETTERS = f"{PREFIX}:dead-letters"
 
 def job(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
-
-
-def job_keys_pattern(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:*"
 
 
 def deliveries(task_id: str) -> str:

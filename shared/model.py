@@ -157,9 +157,6 @@ class Finding:
     local_us: int | None
     detail: dict[str, Any] = field(default_factory=dict)
 
-    def sort_key(self) -> tuple[Any, ...]:
-        return (self.key, self.path, self.line, self.fault)
-
     def as_json(self) -> dict[str, Any]:
         return {
             "fault": self.fault,

@@ -59,8 +59,9 @@ def audit_family_task(self: Task, job_id: str, index: int) -> None:
             result = audit_family(job, index, cfg)
             client.set(result_key, orjson.dumps(result.as_json()), nx=True)
         client.sadd(keys.job_done(job_id), index)
-        client.hset(keys.job(job_id), "done", client.scard(keys.job_done(job_id)))
-        if client.scard(keys.job_done(job_id)) >= len(job.families):
+        done = client.scard(keys.job_done(job_id))
+        client.hset(keys.job(job_id), "done", done)
+        if done >= len(job.families):
             aggregate_task.apply_async((job_id,), task_id=f"aggregate:{job_id}")
     except Exception as exc:
         guard.record_error(str(self.request.id), f"{type(exc).__name__}: {exc}")
