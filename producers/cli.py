@@ -174,7 +174,7 @@ def _check_paths(paths: Sequence[str]) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from shared.engine import Engine
-    from shared.report import BookCsvWriter, write_outputs
+    from shared.report import write_outputs
 
     _check_paths(args.paths)
     cfg = AuditConfig(
@@ -187,13 +187,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {args.out}: cannot create ({exc.strerror})") from None
-    for stale in _stale_book_files(args.out):
-        os.remove(stale)
-    books = BookCsvWriter(args.out, cfg.book_depth)
-    try:
-        outcome = Engine(cfg, books).run(args.paths)
-    finally:
-        books.close()
+    outcome = Engine(cfg).run(args.paths)
     report = write_outputs(outcome, args.out)
     if not args.quiet:
         print_summary(report, args.out, verbose=args.verbose)
@@ -204,16 +198,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"{len(below)} stream(s) score below {args.fail_under:g}")
             return EXIT_BELOW_THRESHOLD
     return EXIT_OK
-
-
-def _stale_book_files(out_dir: str) -> list[str]:
-    """Book CSVs of an earlier run in the same directory (rewritten, never appended to)."""
-    from shared.report import BOOKS_DIR
-
-    d = os.path.join(out_dir, BOOKS_DIR)
-    if not os.path.isdir(d):
-        return []
-    return [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".csv")]
 
 
 SUMMARY_ROWS = 25

@@ -28,6 +28,7 @@ from shared.formats.detect import detect
 from shared.formats.lines import TruncatedInput
 from shared.formats.readers import READERS
 from shared.model import BookMsg, Channel, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
+from shared.snapshots import BookRows
 
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
 
@@ -80,6 +81,8 @@ class AuditOutcome:
     inputs: list[InputSummary]
     streams: list[StreamResult]
     malformed: list[Malformed] = field(default_factory=list)
+    dead_letters: int = 0  # tasks of a distributed job that ended in the dead-letter list
+    books: BookRows | None = None  # rebuilt-book rows, when asked for
 
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
@@ -180,6 +183,11 @@ class FamilyResult:
     inputs: list[InputSummary]  # the family's files, with their counts
     parts: list[StreamResult]
     malformed: list[Malformed]
+    books: BookRows | None = None
+
+    @property
+    def messages(self) -> int:
+        return sum(p.messages for p in self.parts)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -187,15 +195,18 @@ class FamilyResult:
             "inputs": [i.as_json() for i in self.inputs],
             "parts": [p.as_json() for p in self.parts],
             "malformed": [[m.path, m.line, m.reason] for m in self.malformed],
+            "books": None if self.books is None else [self.books.depth, self.books.as_json()],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FamilyResult:
+        books = data.get("books")
         return cls(
             data["index"],
             [InputSummary.from_json(i) for i in data["inputs"]],
             [StreamResult.from_json(p) for p in data["parts"]],
             [Malformed(*m) for m in data["malformed"]],
+            None if books is None else BookRows.from_json(books[0], books[1]),
         )
 
 
@@ -206,7 +217,7 @@ def audit_family(job: Plan, index: int, cfg: AuditConfig) -> FamilyResult:
     engine = Engine(cfg)
     engine.inputs = own
     engine.run_family(Plan(own, job.formats, job.families), index)
-    return FamilyResult(index, own, engine.parts, engine.malformed)
+    return FamilyResult(index, own, engine.parts, engine.malformed, engine.book_rows)
 
 
 def combine(job: Plan, results: Iterable[FamilyResult]) -> AuditOutcome:
@@ -216,7 +227,13 @@ def combine(job: Plan, results: Iterable[FamilyResult]) -> AuditOutcome:
     inputs = [counted.get(i.path, i) for i in job.inputs]
     parts = [p for r in ordered for p in r.parts]
     malformed = [m for r in ordered for m in r.malformed]
-    return AuditOutcome(inputs, merge_parts(parts), malformed)
+    books: BookRows | None = None
+    for r in ordered:
+        if r.books is not None:
+            if books is None:
+                books = BookRows(r.books.depth)
+            books.extend(r.books)
+    return AuditOutcome(inputs, merge_parts(parts), malformed, books=books)
 
 
 class _FileContext:
@@ -242,6 +259,10 @@ class Engine:
         until_us: int | None = None,
     ) -> None:
         self.cfg = cfg
+        # Rebuilt books every ``book_interval_us``: to the given sink, else kept as rows.
+        self.book_rows: BookRows | None = None
+        if book_sink is None and cfg.book_interval_us > 0:
+            book_sink = self.book_rows = BookRows(cfg.book_depth)
         self.book_sink = book_sink if cfg.book_interval_us > 0 else None
         self.select = select
         self.until_us = until_us
@@ -426,7 +447,7 @@ class Engine:
 
     def finish(self) -> AuditOutcome:
         self._close_family()
-        return AuditOutcome(self.inputs, merge_parts(self.parts), self.malformed)
+        return AuditOutcome(self.inputs, merge_parts(self.parts), self.malformed, books=self.book_rows)
 
 
 _CHANNEL_ORDER = {Channel.BOOK.value: 0, Channel.TRADES.value: 1, Channel.FUNDING.value: 2}

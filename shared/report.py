@@ -10,15 +10,15 @@ import csv
 import hashlib
 import os
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from shared.auditors import StreamResult
-from shared.book import Book
 from shared.engine import AuditOutcome
+from shared.metrics import METRICS_NAME, render
 from shared.model import FAULT_KINDS, Fault, StreamKey
-from shared.numbers import as_text
+from shared.snapshots import BookRows, header
 
 GENESIS = "0" * 64
 REPORT_NAME = "report.json"
@@ -114,7 +114,7 @@ def audit_records(outcome: AuditOutcome) -> Iterator[dict[str, Any]]:
 
 
 def write_outputs(outcome: AuditOutcome, out_dir: str) -> dict[str, Any]:
-    """Write report.json and the audit records; return the report."""
+    """Write report.json, the audit records, metrics and book CSVs; return the report."""
     os.makedirs(os.path.join(out_dir, AUDIT_DIR), exist_ok=True)
     report = safe_json(report_json(outcome))
     _atomic_write(
@@ -143,6 +143,8 @@ def write_outputs(outcome: AuditOutcome, out_dir: str) -> dict[str, Any]:
         os.path.join(out_dir, AUDIT_DIR, MANIFEST_NAME),
         orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n",
     )
+    _atomic_write(os.path.join(out_dir, METRICS_NAME), render(report, outcome.dead_letters).encode())
+    write_books(out_dir, outcome.books or BookRows())
     return report
 
 
@@ -177,44 +179,25 @@ def _atomic_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class BookCsvWriter:
-    """Rebuilt books as Tardis ``book_snapshot_<depth>`` CSV, one file per stream."""
-
-    def __init__(self, out_dir: str, depth: int = 25) -> None:
-        self.dir = os.path.join(out_dir, BOOKS_DIR)
-        self.depth = depth
-        self._files: dict[StreamKey, tuple[IO[str], Any]] = {}
-
-    def header(self) -> list[str]:
-        cols = ["exchange", "symbol", "timestamp", "local_timestamp"]
-        for i in range(self.depth):
-            cols += [f"asks[{i}].price", f"asks[{i}].amount", f"bids[{i}].price", f"bids[{i}].amount"]
-        return cols
-
-    def __call__(self, key: StreamKey, local_us: int, exch_us: int | None, book: Book) -> None:
-        entry = self._files.get(key)
-        if entry is None:
-            os.makedirs(self.dir, exist_ok=True)
-            name = f"{key.exchange}_book_snapshot_{self.depth}_{_safe(key.symbol)}.csv"
-            fh = open(os.path.join(self.dir, name), "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
+def write_books(out_dir: str, books: BookRows) -> list[str]:
+    """One ``book_snapshot_<depth>`` CSV per stream; CSVs of an earlier run are replaced."""
+    folder = os.path.join(out_dir, BOOKS_DIR)
+    if os.path.isdir(folder):
+        for stale in sorted(os.listdir(folder)):
+            if stale.endswith(".csv"):
+                os.remove(os.path.join(folder, stale))
+    written = []
+    for key in sorted(books.rows):
+        os.makedirs(folder, exist_ok=True)
+        name = f"{key.exchange}_book_snapshot_{books.depth}_{_safe(key.symbol)}.csv"
+        path = os.path.join(folder, name)
+        with open(path + ".tmp", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(self.header())
-            entry = self._files[key] = (fh, writer)
-        asks = book.asks.top(self.depth)
-        bids = book.bids.top(self.depth)
-        row: list[Any] = [key.exchange, key.symbol, exch_us if exch_us is not None else "", local_us]
-        for i in range(self.depth):
-            for side in (asks, bids):
-                if i < len(side):
-                    row += [as_text(side[i][0]), as_text(side[i][1])]
-                else:
-                    row += ["", ""]
-        entry[1].writerow(row)
-
-    def close(self) -> None:
-        for fh, _ in self._files.values():
-            fh.close()
-        self._files.clear()
+            writer.writerow(header(books.depth))
+            writer.writerows(books.rows[key])
+        os.replace(path + ".tmp", path)
+        written.append(path)
+    return written
 
 
 def _safe(name: str) -> str:

@@ -1,10 +1,18 @@
-"""Open a capture as a stream of lines, gzip or not, never reading it whole."""
+"""Open a capture as a stream of lines, gzip or not, never reading it whole.
+
+Where the bytes come from is a *block source*: by default the file itself; a worker that
+receives a capture through Redis (see ``workers.data``) installs its own source with
+:func:`reading_from`, and the readers above this module do not know the difference.
+"""
 
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import IO
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -15,6 +23,29 @@ MAX_LINE = 64 << 20
 LINE_TOO_LONG = b"\x00<line too long>"
 
 
+BlockSource = Callable[[str], Iterable[bytes]]
+
+
+def file_blocks(path: str) -> Iterator[bytes]:
+    """The stored (possibly compressed) bytes of ``path`` in 1 MiB blocks."""
+    with open(path, "rb") as fh:
+        while block := fh.read(_CHUNK):
+            yield block
+
+
+_SOURCE: ContextVar[BlockSource] = ContextVar("retape_block_source", default=file_blocks)
+
+
+@contextmanager
+def reading_from(source: BlockSource) -> Iterator[None]:
+    """Read captures through ``source`` (path -> stored bytes) inside the block."""
+    token = _SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
 def is_gzip(path: str) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == GZIP_MAGIC
@@ -22,6 +53,9 @@ def is_gzip(path: str) -> bool:
 
 def open_binary(path: str) -> IO[bytes]:
     """The decompressed bytes of ``path`` (gzip is recognised by its magic, not its name)."""
+    source = _SOURCE.get()
+    if source is not file_blocks:
+        return io.BytesIO(b"".join(_raw_chunks(path)))
     if is_gzip(path):
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
@@ -36,32 +70,41 @@ def _raw_chunks(path: str) -> Iterator[bytes]:
 
     Output per step is bounded, so a small file that inflates hugely is still streamed.
     """
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-        fh.seek(0)
-        if head != GZIP_MAGIC:
-            while chunk := fh.read(_CHUNK):
-                yield chunk
-            return
-        d = zlib.decompressobj(31)
-        while raw := fh.read(_CHUNK):
-            while raw:
-                try:
-                    out = d.decompress(raw, _CHUNK * 4)
-                except zlib.error as exc:
-                    raise TruncatedInput(f"corrupt gzip data ({exc})") from exc
-                if out:
-                    yield out
-                if d.eof:
-                    raw = d.unused_data
-                    if raw:
-                        if not raw.startswith(GZIP_MAGIC[: len(raw)]):
-                            raise TruncatedInput("data after the end of the gzip stream")
-                        d = zlib.decompressobj(31)
-                else:
-                    raw = d.unconsumed_tail
-        if not d.eof:
-            raise TruncatedInput("compressed stream is cut off")
+    blocks = iter(_SOURCE.get()(path))
+    first = b""
+    for block in blocks:
+        first += block
+        if len(first) >= 2:
+            break
+    if not first.startswith(GZIP_MAGIC):
+        if first:
+            yield first
+        yield from blocks
+        return
+    d = zlib.decompressobj(31)
+    for raw in _chain(first, blocks):
+        while raw:
+            try:
+                out = d.decompress(raw, _CHUNK * 4)
+            except zlib.error as exc:
+                raise TruncatedInput(f"corrupt gzip data ({exc})") from exc
+            if out:
+                yield out
+            if d.eof:
+                raw = d.unused_data
+                if raw:
+                    if not raw.startswith(GZIP_MAGIC[: len(raw)]):
+                        raise TruncatedInput("data after the end of the gzip stream")
+                    d = zlib.decompressobj(31)
+            else:
+                raw = d.unconsumed_tail
+    if not d.eof:
+        raise TruncatedInput("compressed stream is cut off")
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
 
 
 def iter_lines(path: str) -> Iterator[bytes]:
