@@ -7,6 +7,8 @@ COPY shared ./shared
 COPY producers ./producers
 COPY workers ./workers
 RUN pip install --no-cache-dir --no-deps . && useradd --create-home retape
+# ops/produce.sh is the compose `producer` service's loop (/app/ops/produce.sh).
+COPY ops ./ops
 USER retape
 ENTRYPOINT ["retape"]
 CMD ["--help"]

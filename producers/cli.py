@@ -73,31 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--out", default="retape-out", metavar="DIR", help="output directory (default ./retape-out)"
     )
-    audit.add_argument(
-        "--drift-ms", type=_non_negative_float, default=100.0, help="timestamp drift threshold"
-    )
-    audit.add_argument(
-        "--reorder-window",
-        type=_positive_int,
-        default=64,
-        metavar="N",
-        help="messages held back to repair reordering (default 64)",
-    )
+    _audit_options(audit)
     audit.add_argument(
         "--fail-under",
         type=_non_negative_float,
         metavar="SCORE",
         help="exit 1 when a stream's integrity score is below SCORE",
     )
+    audit.add_argument("--broker", metavar="URL", help="Redis URL of the broker (default REDIS_URL)")
     audit.add_argument(
-        "--book-interval",
+        "--workers",
         type=_positive_int,
-        default=60_000,
-        metavar="MS",
-        help="write the rebuilt book every MS of receive time (0: never; default 60000)",
+        metavar="N",
+        help="local worker processes (default: the CPU count without a broker, none with one)",
     )
     audit.add_argument(
-        "--book-depth", type=_positive_int, default=25, metavar="N", help="levels per side in book CSVs"
+        "--in-process",
+        action="store_true",
+        help="no broker and no workers: run the engine in this process (debugging, profiling)",
     )
     audit.add_argument(
         "--no-progress", action="store_true", help="print no progress (the summary is still printed)"
@@ -118,14 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=_positive_int, default=1, metavar="N")
     worker.add_argument("--broker", help="Redis URL (default REDIS_URL)")
 
-    produce = sub.add_parser("produce", help="submit inputs as a job and return at once (what cron runs)")
+    produce = sub.add_parser(
+        "produce", help="submit inputs as a job and stream them to the workers (what cron runs)"
+    )
     produce.add_argument("paths", nargs="+", metavar="PATH")
     produce.add_argument(
         "--out", required=True, metavar="DIR", help="where the aggregator writes the results"
     )
     produce.add_argument("--broker", help="Redis URL (default REDIS_URL)")
-    produce.add_argument("--drift-ms", type=_non_negative_float, default=100.0)
-    produce.add_argument("--reorder-window", type=_positive_int, default=64, metavar="N")
+    _audit_options(produce)
 
     status = sub.add_parser("status", help="print a job's progress as JSON")
     status.add_argument("job")
@@ -135,6 +129,39 @@ def build_parser() -> argparse.ArgumentParser:
     checksum.add_argument("--exchange", required=True, help="okex*, bitfinex, kraken or ftx*")
     checksum.add_argument("file", nargs="?", metavar="FILE", help="JSON book (default: standard input)")
     return parser
+
+
+def _audit_options(parser: argparse.ArgumentParser) -> None:
+    """What changes the audit itself (and so the job id)."""
+    parser.add_argument(
+        "--drift-ms", type=_non_negative_float, default=100.0, help="timestamp drift threshold"
+    )
+    parser.add_argument(
+        "--reorder-window",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="messages held back to repair reordering (default 64)",
+    )
+    parser.add_argument(
+        "--book-interval",
+        type=_positive_int,
+        default=60_000,
+        metavar="MS",
+        help="write the rebuilt book every MS of receive time (0: never; default 60000)",
+    )
+    parser.add_argument(
+        "--book-depth", type=_positive_int, default=25, metavar="N", help="levels per side in book CSVs"
+    )
+
+
+def _config(args: argparse.Namespace) -> AuditConfig:
+    return AuditConfig(
+        drift_ms=args.drift_ms,
+        reorder_window=args.reorder_window,
+        book_interval_us=args.book_interval * 1000,
+        book_depth=args.book_depth,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,22 +200,25 @@ def _check_paths(paths: Sequence[str]) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from shared.engine import Engine
     from shared.report import write_outputs
 
     _check_paths(args.paths)
-    cfg = AuditConfig(
-        drift_ms=args.drift_ms,
-        reorder_window=args.reorder_window,
-        book_interval_us=args.book_interval * 1000,
-        book_depth=args.book_depth,
-    )
+    cfg = _config(args)
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {args.out}: cannot create ({exc.strerror})") from None
-    outcome = Engine(cfg).run(args.paths)
-    report = write_outputs(outcome, args.out)
+    url = args.broker or os.environ.get("REDIS_URL")
+    if args.in_process:
+        if args.broker or args.workers:
+            raise UsageError("--in-process runs no broker and no workers: drop --broker/--workers")
+        from shared.engine import Engine
+
+        report = write_outputs(Engine(cfg).run(args.paths), args.out)
+    else:
+        if not url and args.workers == 0:
+            raise UsageError("--workers 0 without a broker: nothing would run the job (see --in-process)")
+        report = _distributed_audit(args, cfg, url)
     if not args.quiet:
         print_summary(report, args.out, verbose=args.verbose)
     if args.fail_under is not None:
@@ -198,6 +228,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"{len(below)} stream(s) score below {args.fail_under:g}")
             return EXIT_BELOW_THRESHOLD
     return EXIT_OK
+
+
+def _distributed_audit(args: argparse.Namespace, cfg: AuditConfig, url: str | None) -> dict[str, Any]:
+    """Run the audit as a job: on ``url`` (its workers, plus ``--workers`` local ones), or on
+    an embedded broker with local workers (the CPU count unless ``--workers``)."""
+    from contextlib import ExitStack
+
+    from producers.local import EmbeddedBroker, LocalWorkers
+    from producers.run import run_job
+
+    out = os.path.abspath(args.out)
+    progress = not (args.no_progress or args.quiet)
+    with ExitStack() as stack:
+        if not url:
+            url = stack.enter_context(EmbeddedBroker()).url
+            count = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        else:
+            count = args.workers or 0
+        workers = stack.enter_context(LocalWorkers(url, count)) if count else None
+        run_job(url, args.paths, cfg, out, progress, alive=workers.check if workers else None)
+    with open(os.path.join(out, "report.json"), "rb") as fh:
+        report: dict[str, Any] = orjson.loads(fh.read())
+    return report
 
 
 SUMMARY_ROWS = 25
@@ -277,17 +330,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_produce(args: argparse.Namespace) -> int:
     import redis
 
-    from producers.submit import submit
+    from producers.run import lost_broker, serve
+    from producers.submit import DONE, SERVED_ELSEWHERE, submit
 
     _check_paths(args.paths)
-    cfg = AuditConfig(drift_ms=args.drift_ms, reorder_window=args.reorder_window)
+    url = _broker(args)
+    jid = ""
     try:
-        done = submit(_broker(args), args.paths, cfg, os.path.abspath(args.out))
-    except (OSError, redis.RedisError) as exc:
-        raise UsageError(f"broker unreachable: {exc}") from None
-    print(done.job)
-    if not done.new:
-        print(f"retape: job {done.job} was already submitted: nothing new", file=sys.stderr)
+        sub = submit(url, args.paths, _config(args), os.path.abspath(args.out))
+        jid = sub.job
+        print(sub.job, flush=True)
+        if sub.outcome == DONE:
+            print(f"retape: job {sub.job} was already done: nothing new", file=sys.stderr)
+        elif sub.outcome == SERVED_ELSEWHERE:
+            print(f"retape: job {sub.job} is being served by another producer: nothing new", file=sys.stderr)
+        else:
+            # The workers read the inputs through the broker: serve them until every
+            # family has its result (the aggregator then writes the outputs).
+            serve(redis.Redis.from_url(url), sub)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise lost_broker(url, jid, exc) from None
     return EXIT_OK
 
 

@@ -1,8 +1,15 @@
 """Submitting a job: plan the inputs, claim the job, enqueue one task per family.
 
-Tasks carry references only (job id, family index); the plan lives in Redis.  The claim
-(``SET NX``) makes a second submission of the same inputs, e.g. by an overlapping cron
-run, a no-op.
+Tasks carry references only (job id, family index); the plan lives in Redis and the input
+bytes are streamed by :class:`producers.feeder.Feeder` as workers ask for them.
+
+The producer first takes the job's feeder lease, then the claim (``SET NX``):
+
+- claim new: the plan is stored and every family enqueued with the id ``book:<job>:<n>``;
+- lease held by another producer: that producer serves the job, nothing is submitted;
+- claimed and finished: nothing to do (``retape audit`` runs it again: ``rerun_done``);
+- claimed, unfinished, nobody serving (the first producer stopped): this producer takes
+  the job over and enqueues the families that have no result yet, under new task ids.
 """
 
 from __future__ import annotations
@@ -16,41 +23,88 @@ from celery import Celery
 
 from shared import keys
 from shared.auditors import AuditConfig
-from shared.engine import plan
+from shared.engine import Plan, plan
 from shared.jobs import job_id, plan_to_json
+
+NEW = "submitted"
+SERVED_ELSEWHERE = "served-elsewhere"
+DONE = "done"
+RESUMED = "resumed"
 
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
     job: str
     families: int
-    new: bool
+    outcome: str  # NEW, SERVED_ELSEWHERE, DONE or RESUMED
+    plan: Plan
+
+    @property
+    def new(self) -> bool:
+        return self.outcome == NEW
+
+    @property
+    def serving(self) -> bool:
+        """True when this producer holds the lease and must serve the job's data."""
+        return self.outcome in (NEW, RESUMED)
 
 
 @cache
-def _app(url: str) -> Celery:
+def celery_app(url: str) -> Celery:
     from workers.app import create_app
 
     return create_app(url)
 
 
-def submit(broker_url: str, paths: list[str], cfg: AuditConfig, out_dir: str) -> Submitted:
-    """Plan, claim and enqueue; returns at once.  Submitting the same job again is a no-op."""
-    app = _app(broker_url)
+def submit(
+    broker_url: str, paths: list[str], cfg: AuditConfig, out_dir: str, rerun_done: bool = False
+) -> Submitted:
+    """Plan, claim and enqueue.  When the result says ``serving``, the caller holds the
+    feeder lease and must run a :class:`~producers.feeder.Feeder` for the job."""
     client = redis.Redis.from_url(broker_url)
     job = plan(paths)
-    jid = job_id(job, cfg)
+    jid = job_id(job, cfg, out_dir)
+    total = len(job.families)
+    if not client.set(keys.job_feeder(jid), "1", nx=True, ex=30):
+        return Submitted(jid, total, SERVED_ELSEWHERE, job)
     if not client.set(keys.claim(jid), out_dir, nx=True):
-        return Submitted(jid, len(job.families), new=False)
+        if client.hget(keys.job(jid), "state") != DONE.encode():
+            _resume(broker_url, client, jid, total)
+            return Submitted(jid, total, RESUMED, job)
+        if not rerun_done:
+            client.delete(keys.job_feeder(jid))
+            return Submitted(jid, total, DONE, job)
+        client.delete(keys.job(jid))
     client.set(keys.job_plan(jid), plan_to_json(job, cfg, out_dir))
     client.hset(
-        keys.job(jid), mapping={"state": "running", "total": len(job.families), "done": 0, "out": out_dir}
+        keys.job(jid),
+        mapping={"state": "running", "total": total, "done": 0, "messages": 0, "out": out_dir},
     )
+    app = celery_app(broker_url)
     if not job.families:
         app.send_task("retape.aggregate", (jid,), task_id=f"aggregate:{jid}")
-    for index in range(len(job.families)):
+    for index in range(total):
         app.send_task("retape.audit_family", (jid, index), task_id=f"book:{jid}:{index}")
-    return Submitted(jid, len(job.families), new=True)
+    return Submitted(jid, total, NEW, job)
+
+
+def _resume(broker_url: str, client: redis.Redis, jid: str, total: int) -> None:
+    """Enqueue again the families of an abandoned job that have no result."""
+    attempt = client.incr(keys.job_takeovers(jid))
+    app = celery_app(broker_url)
+    missing = [i for i in range(total) if not client.exists(keys.job_result(jid, i))]
+    for index in missing:
+        app.send_task("retape.audit_family", (jid, index), task_id=f"book:{jid}:{index}:t{attempt}")
+    if not missing:
+        app.send_task("retape.aggregate", (jid,), task_id=f"aggregate:{jid}:t{attempt}")
+
+
+def finished(client: redis.Redis, jid: str) -> bool:
+    """Every family has a result (the producer has nothing left to serve)."""
+    meta = client.hmget(keys.job(jid), ["state", "done", "total"])
+    if meta[0] in (b"done", b"failed") or meta[0] is None:
+        return True
+    return int(meta[1] or 0) >= int(meta[2] or 0)
 
 
 def _text(value: bytes | str) -> str:
@@ -69,4 +123,5 @@ def status(client: redis.Redis, jid: str) -> dict[str, Any]:
         "segments_total": int(meta.get("total", 0)),
         "segments_done": int(meta.get("done", 0)),
         "dead_letters": letters,
+        "messages": int(meta.get("messages", 0)),
     }

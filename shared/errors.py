@@ -20,3 +20,19 @@ class InputError(RetapeError):
         self.path = path
         self.line = line
         self.reason = reason
+
+
+class PipelineError(RetapeError):
+    """The distributed pipeline cannot go on: the broker is gone, or a job's data is."""
+
+
+class FeederGone(PipelineError):
+    """No producer is serving a job's input data (it stopped before the job finished)."""
+
+
+class Superseded(PipelineError):
+    """A newer start of the same unit of work exists; this one gives way."""
+
+
+class DataCorrupt(PipelineError):
+    """Bytes received through the broker differ from the input's fingerprint."""

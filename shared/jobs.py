@@ -16,11 +16,13 @@ from shared.auditors import AuditConfig
 from shared.engine import InputSummary, Plan
 
 
-def job_id(job: Plan, cfg: AuditConfig) -> str:
-    """Same inputs (by content) and options, same id: a second submission is the same job."""
+def job_id(job: Plan, cfg: AuditConfig, out_dir: str) -> str:
+    """Same inputs (by content), options and output directory, same id: a second submission
+    is the same job."""
     basis = {
         "inputs": sorted([i.path, i.sha256] for i in job.inputs),
         "config": asdict(cfg),
+        "out": out_dir,
     }
     return hashlib.sha256(orjson.dumps(basis, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 

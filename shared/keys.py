@@ -39,5 +39,30 @@ def job_done(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:done"
 
 
-def job_aggregated(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:aggregated"
+def job_gen(job_id: str, index: int) -> str:
+    """How many times a worker started on family ``index`` (each start reads a fresh copy)."""
+    return f"{PREFIX}:job:{job_id}:gen:{index}"
+
+
+def job_wants(job_id: str) -> str:
+    """Requests from workers to the producer: ``<family>:<generation>:<file>`` (a list)."""
+    return f"{PREFIX}:job:{job_id}:wants"
+
+
+def job_data(job_id: str, index: int, gen: int, file_no: int) -> str:
+    """The stream of one input file's stored bytes, for one start of one family."""
+    return f"{PREFIX}:job:{job_id}:data:{index}:{gen}:{file_no}"
+
+
+def job_data_pattern(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:data:*"
+
+
+def job_feeder(job_id: str) -> str:
+    """Held (with a short expiry, renewed) while a producer serves the job's data."""
+    return f"{PREFIX}:job:{job_id}:feeder"
+
+
+def job_takeovers(job_id: str) -> str:
+    """Counts producers that took over the job after its first producer stopped."""
+    return f"{PREFIX}:job:{job_id}:takeovers"

@@ -17,7 +17,7 @@ import orjson
 from shared.auditors import StreamResult
 from shared.engine import AuditOutcome
 from shared.metrics import METRICS_NAME, render
-from shared.model import FAULT_KINDS, Fault, StreamKey
+from shared.model import FAULT_KINDS, Fault
 from shared.snapshots import BookRows, header
 
 GENESIS = "0" * 64

@@ -16,6 +16,7 @@ import redis
 from shared import keys
 
 COUNTER_TTL_S = 7 * 24 * 3600
+WORKER_DIED = "the worker died while running it"
 
 # Increment the counter; on the first start past the limit, append the dead letter (once).
 _ADMIT = """
@@ -24,7 +25,7 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 if n > tonumber(ARGV[1]) then
   if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[2])) then
     local reason = redis.call('GET', KEYS[4])
-    if not reason then reason = 'the worker died while running it' end
+    if not reason then reason = ARGV[4] end
     local letter = cjson.decode(ARGV[3])
     letter['reason'] = reason
     letter['deliveries'] = n - 1
@@ -51,13 +52,18 @@ class DeliveryGuard:
         base = keys.deliveries(task_id)
         n = self._admit(
             keys=[base, self.dead_letters, base + ":dead", base + ":error"],
-            args=[self.max_tries, COUNTER_TTL_S, letter],
+            args=[self.max_tries, COUNTER_TTL_S, letter, WORKER_DIED],
         )
         return int(n) > 0
 
     def record_error(self, task_id: str, error: str) -> None:
         """Remember why the last try failed (it becomes the dead letter's reason)."""
         self.client.set(keys.deliveries(task_id) + ":error", error[:2000], ex=COUNTER_TTL_S)
+
+    def reason(self, task_id: str) -> str:
+        """Why the task's last try failed, as the dead letter says."""
+        raw: Any = self.client.get(keys.deliveries(task_id) + ":error")
+        return raw.decode("utf-8", "replace") if raw else WORKER_DIED
 
     def done(self, task_id: str) -> None:
         base = keys.deliveries(task_id)

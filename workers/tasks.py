@@ -1,89 +1,115 @@
 """Tasks only wire: read a reference, call the core, write a write-once result.
 
-- ``retape.audit_family(job, index)``: audit one family of the job's plan (the inputs are
-  read by path, so workers need the same view of the files as the producer), write its
-  result once, count it, and start the aggregator when the count is complete.
+- ``retape.audit_family(job, index)``: audit one family of the job's plan, reading its
+  inputs from the streams the producer fills (:mod:`workers.data`), write its result once,
+  count it, and start the aggregator when the count is complete.
 - ``retape.aggregate(job)``: merge every family's result into the job's outputs, then
-  delete the job's transient keys.  Results are write-once and the outputs are written
-  atomically, so a redelivered or duplicated task changes nothing.
+  delete the job's transient keys.
+
+Results are write-once and outputs are written atomically, so a redelivered or duplicated
+task changes nothing.  A family whose task keeps failing (or killing its worker) ends in
+the dead-letter list after ``MAX_TRIES`` starts; its inputs are then reported as not
+audited, with the reason, and the rest of the job completes.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import orjson
 import redis
 from celery import Task
 
 from shared import keys
-from shared.engine import FamilyResult, audit_family, combine
+from shared.engine import FamilyResult, Plan, audit_family, combine
+from shared.errors import Superseded
+from shared.formats.lines import reading_from
 from shared.jobs import plan_from_json
 from shared.queues import Queue
 from shared.report import write_outputs
 from workers.app import app
+from workers.data import RedisBlocks
 from workers.poison import DeliveryGuard
 
 log = logging.getLogger("retape.workers")
 MAX_TRIES = 3
-RETRY_BASE_S = 2
+RETRY_BASE_S = 1
+FINISHED_TTL_S = 7 * 24 * 3600  # how long a finished job's state and claim are kept
 
 
 def _client() -> redis.Redis:
     return redis.Redis.from_url(str(app.conf.broker_url))
 
 
-def _guarded(task: Task, client: redis.Redis, args: list[object], queue: str) -> DeliveryGuard | None:
-    guard = DeliveryGuard(client, max_tries=MAX_TRIES)
-    if not guard.admit(str(task.request.id), str(task.name), args, queue):
-        log.error("task %s dead-lettered after %d tries", task.request.id, MAX_TRIES)
-        return None
-    return guard
+def _failed_family(job: Plan, index: int, reason: str) -> FamilyResult:
+    files = {f for group in job.families[index] for f in group}
+    own = [replace(i, error=f"not audited: {reason}") for i in job.inputs if i.path in files]
+    return FamilyResult(index, own, [], [])
+
+
+def _record(client: redis.Redis, job_id: str, job: Plan, index: int, result: FamilyResult | None) -> None:
+    """Write the family's result once, count it, start the aggregator on the last one."""
+    if result is not None and client.set(
+        keys.job_result(job_id, index), orjson.dumps(result.as_json()), nx=True
+    ):
+        client.hincrby(keys.job(job_id), "messages", result.messages)
+    client.sadd(keys.job_done(job_id), index)
+    done = client.scard(keys.job_done(job_id))
+    client.hset(keys.job(job_id), "done", done)
+    if done >= len(job.families):
+        aggregate_task.apply_async((job_id,), task_id=f"aggregate:{job_id}")
+
+
+def _never_audited(result: FamilyResult) -> bool:
+    return all((i.error or "").startswith("not audited:") for i in result.inputs)
 
 
 @app.task(name="retape.audit_family", bind=True)
 def audit_family_task(self: Task, job_id: str, index: int) -> None:
     client = _client()
-    guard = _guarded(self, client, [job_id, index], Queue.BOOK.value)
-    if guard is None:
+    task_id = str(self.request.id)
+    raw = client.get(keys.job_plan(job_id))
+    if raw is None:
+        log.warning("job %s has no plan (finished, or the broker lost it): nothing to do", job_id)
+        return
+    job, cfg, _ = plan_from_json(raw)
+    guard = DeliveryGuard(client, max_tries=MAX_TRIES)
+    if not guard.admit(task_id, str(self.name), [job_id, index], Queue.BOOK.value):
+        reason = guard.reason(task_id)
+        log.error("job %s family %d dead-lettered after %d tries: %s", job_id, index, MAX_TRIES, reason)
+        _record(client, job_id, job, index, _failed_family(job, index, f"{reason} ({MAX_TRIES} tries)"))
         return
     try:
-        raw = client.get(keys.job_plan(job_id))
-        if raw is None:
-            log.warning("job %s has no plan (deleted or unknown): nothing to do", job_id)
-            guard.done(str(self.request.id))
-            return
-        job, cfg, _ = plan_from_json(raw)
-        result_key = keys.job_result(job_id, index)
-        if not client.exists(result_key):
-            result = audit_family(job, index, cfg)
-            client.set(result_key, orjson.dumps(result.as_json()), nx=True)
-        client.sadd(keys.job_done(job_id), index)
-        done = client.scard(keys.job_done(job_id))
-        client.hset(keys.job(job_id), "done", done)
-        if done >= len(job.families):
-            aggregate_task.apply_async((job_id,), task_id=f"aggregate:{job_id}")
+        result = None
+        if not client.exists(keys.job_result(job_id, index)):
+            gen = int(client.incr(keys.job_gen(job_id, index)))
+            files = {i.path: (n, i.sha256) for n, i in enumerate(job.inputs)}
+            with reading_from(RedisBlocks(client, job_id, index, gen, files)):
+                result = audit_family(job, index, cfg)
+        _record(client, job_id, job, index, result)
+    except Superseded:
+        log.info("job %s family %d: a newer start took over", job_id, index)
     except Exception as exc:
-        guard.record_error(str(self.request.id), f"{type(exc).__name__}: {exc}")
+        guard.record_error(task_id, f"{type(exc).__name__}: {exc}")
         raise self.retry(
-            exc=exc, countdown=RETRY_BASE_S * 2**self.request.retries, max_retries=MAX_TRIES
+            exc=exc, countdown=RETRY_BASE_S * 2**self.request.retries, max_retries=MAX_TRIES + 1
         ) from exc
-    guard.done(str(self.request.id))
+    guard.done(task_id)
 
 
 @app.task(name="retape.aggregate", bind=True)
 def aggregate_task(self: Task, job_id: str) -> None:
     client = _client()
-    guard = _guarded(self, client, [job_id], Queue.AGGREGATE.value)
-    if guard is None:
+    task_id = str(self.request.id)
+    guard = DeliveryGuard(client, max_tries=MAX_TRIES)
+    if not guard.admit(task_id, str(self.name), [job_id], Queue.AGGREGATE.value):
+        client.hset(keys.job(job_id), "state", "failed")
         return
     meta = keys.job(job_id)
-    if client.hget(meta, "state") == b"done":
-        guard.done(str(self.request.id))
-        return
     raw = client.get(keys.job_plan(job_id))
-    if raw is None:
-        guard.done(str(self.request.id))
+    if client.hget(meta, "state") == b"done" or raw is None:
+        guard.done(task_id)
         return
     job, _, out_dir = plan_from_json(raw)
     results = []
@@ -91,12 +117,18 @@ def aggregate_task(self: Task, job_id: str) -> None:
         data = client.get(keys.job_result(job_id, index))
         if data is None:
             log.warning("job %s: family %d has no result yet; the aggregator waits for it", job_id, index)
-            guard.done(str(self.request.id))
+            guard.done(task_id)
             return
         results.append(FamilyResult.from_json(orjson.loads(data)))
-    write_outputs(combine(job, results), out_dir)
-    client.hset(meta, mapping={"state": "done"})
-    transient = [keys.job_plan(job_id), keys.job_done(job_id)]
+    outcome = combine(job, results)
+    outcome.dead_letters = sum(1 for r in results if r.inputs and not r.parts and _never_audited(r))
+    write_outputs(outcome, out_dir)
+    client.hset(meta, "state", "done")
+    client.expire(meta, FINISHED_TTL_S)
+    client.expire(keys.claim(job_id), FINISHED_TTL_S)
+    transient = [keys.job_plan(job_id), keys.job_done(job_id), keys.job_wants(job_id)]
     transient += [keys.job_result(job_id, i) for i in range(len(job.families))]
+    transient += [keys.job_gen(job_id, i) for i in range(len(job.families))]
+    transient += list(client.scan_iter(match=keys.job_data_pattern(job_id)))
     client.delete(*transient)
-    guard.done(str(self.request.id))
+    guard.done(task_id)
