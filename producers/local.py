@@ -24,6 +24,18 @@ from shared.queues import ALL_QUEUES
 STOP_WAIT_S = 20
 
 
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM when this process dies, even by SIGKILL (no orphans
+    polling a broker that is gone)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class EmbeddedBroker:
     def __init__(self) -> None:
         from fakeredis import TcpFakeServer
@@ -81,7 +93,12 @@ class LocalWorkers:
     def __enter__(self) -> LocalWorkers:
         env = {**os.environ, "REDIS_URL": self.url}
         self.proc = subprocess.Popen(
-            self.command(), env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command(),
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         return self
 

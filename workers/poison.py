@@ -44,15 +44,24 @@ class DeliveryGuard:
         self.client = client
         self.max_tries = max_tries
         self.dead_letters = dead_letters
-        self._admit = client.register_script(_ADMIT)
 
     def admit(self, task_id: str, name: str, args: list[Any], queue: str) -> bool:
         """Count this start; False when the task has had its tries and was dead-lettered."""
         letter = orjson.dumps({"task_id": task_id, "task": name, "args": args, "queue": queue}).decode()
         base = keys.deliveries(task_id)
-        n = self._admit(
-            keys=[base, self.dead_letters, base + ":dead", base + ":error"],
-            args=[self.max_tries, COUNTER_TTL_S, letter, WORKER_DIED],
+        # EVAL, not EVALSHA: one round trip whatever the script cache holds (the embedded
+        # broker drops a connection that gets a NOSCRIPT error).
+        n: Any = self.client.eval(
+            _ADMIT,
+            4,
+            base,
+            self.dead_letters,
+            base + ":dead",
+            base + ":error",
+            self.max_tries,
+            COUNTER_TTL_S,
+            letter,
+            WORKER_DIED,
         )
         return int(n) > 0
 

@@ -67,6 +67,14 @@ def _never_audited(result: FamilyResult) -> bool:
 
 @app.task(name="retape.audit_family", bind=True)
 def audit_family_task(self: Task, job_id: str, index: int) -> None:
+    try:
+        _audit_family(self, job_id, index)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # The broker went away before the try was even counted: deliver it again later.
+        raise self.retry(exc=exc, countdown=RETRY_BASE_S * 2**self.request.retries, max_retries=10) from exc
+
+
+def _audit_family(self: Task, job_id: str, index: int) -> None:
     client = _client()
     task_id = str(self.request.id)
     raw = client.get(keys.job_plan(job_id))
@@ -90,6 +98,8 @@ def audit_family_task(self: Task, job_id: str, index: int) -> None:
         _record(client, job_id, job, index, result)
     except Superseded:
         log.info("job %s family %d: a newer start took over", job_id, index)
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise
     except Exception as exc:
         guard.record_error(task_id, f"{type(exc).__name__}: {exc}")
         raise self.retry(
