@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The compose `producer` service: every PRODUCE_EVERY_S seconds, submit each finished day of
-# the landing directory as a job (LANDING/<day> -> REPORTS/<day>), then publish the newest
-# day's metrics for node_exporter.  A day is a directory named YYYY-MM-DD; today (UTC) is
-# skipped because its captures are still being written.  A day whose REPORTS/<day>/metrics.prom
-# exists is done and skipped (delete that directory to audit the day again).  A day still in
-# progress is submitted again on every pass; that is a no-op (`retape produce` claims a job by
-# the content of its inputs), and it resubmits the day when Redis lost it.
+# The compose `producer` service: every PRODUCE_EVERY_S seconds, run `retape produce` on each
+# finished day of the landing directory (LANDING/<day> -> REPORTS/<day>), then publish the
+# newest day's metrics for node_exporter.  A day is a directory named YYYY-MM-DD; today (UTC)
+# is skipped because its captures are still being written.  A day whose
+# REPORTS/<day>/metrics.prom exists is done and skipped.
+#
+# `retape produce` serves the day's input bytes to the workers until every family has a
+# result, so days run one after another.  Running it again on a day is safe: a finished job
+# is not submitted again, a job another producer serves is left to it, and a job left
+# unfinished (this producer was killed) is resumed; a job Redis lost is submitted afresh.
 #
 # Environment: LANDING (/data), REPORTS (/out), PRODUCE_EVERY_S (3600), REDIS_URL;
-# PRODUCE_ONCE=1 makes one pass and exits 1 if a submission failed; RETAPE_BIN (retape).
+# PRODUCE_ONCE=1 makes one pass and exits 1 if a run failed; RETAPE_BIN (retape).
 set -euo pipefail
 : "${LANDING:=/data}" "${REPORTS:=/out}" "${PRODUCE_EVERY_S:=3600}" "${RETAPE_BIN:=retape}"
+# SIGTERM: a `retape produce` running in the foreground finishes its job first (bash runs
+# the trap once it returns); a sleep is cut short.
 trap 'exit 0' TERM INT
 
 log() { printf 'produce.sh: %s\n' "$*" >&2; }
@@ -36,7 +41,10 @@ one_pass() {
         day=${dir##*/}
         [[ $day < $today ]] || continue
         [[ -e $REPORTS/$day/metrics.prom ]] && continue
-        if ! "$RETAPE_BIN" produce "$LANDING/$day" --out "$REPORTS/$day"; then
+        log "$day: producing"
+        if "$RETAPE_BIN" produce "$LANDING/$day" --out "$REPORTS/$day"; then
+            log "$day: every family has its result"
+        else
             log "$day: retape produce failed; retried on the next pass"
             failed=1
         fi

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 from types import TracebackType
+from typing import Any
 
 from shared.errors import PipelineError
 from shared.queues import ALL_QUEUES
@@ -36,11 +37,45 @@ def _die_with_parent() -> None:
         pass
 
 
+def _server() -> Any:
+    """fakeredis's TCP server, except that a failing command is answered with its error and
+    the connection stays open, as Redis does.  (fakeredis closes the connection; kombu's
+    first EVALSHA of a script gets NOSCRIPT by design, and its connection would drop.)"""
+    import select
+
+    from fakeredis import TcpFakeServer
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class Handler(TCPFakeRequestHandler):
+        def handle(self) -> None:
+            client = self.current_client
+            while not self.server._shutdown_event.is_set():
+                try:
+                    if client.can_read():
+                        self.writer.dump(client.read_response())
+                        continue
+                    data = self.rfile.readline()
+                    if not data:
+                        ready, _, _ = select.select([self.connection], [], [], 0.01)
+                        if not ready:
+                            continue
+                        data = self.rfile.readline()
+                        if not data:
+                            return  # the peer closed
+                    client.get_socket().sendall(data)
+                except ConnectionError:
+                    return
+                except Exception as exc:  # a command's error: answer it, keep serving
+                    self.writer.dump(exc)
+
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    server.RequestHandlerClass = Handler
+    return server
+
+
 class EmbeddedBroker:
     def __init__(self) -> None:
-        from fakeredis import TcpFakeServer
-
-        self.server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+        self.server = _server()
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="retape-broker", daemon=True)
         port = self.server.server_address[1]
