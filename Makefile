@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLES := tests/data/hftbacktest tests/data/cryptofeed tests/data/cryptofeed_ftx tests/data/cryptofeed_ftx_2021-04 tests/data/cryptofeed_deribit tests/data/nautilus
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-pipeline clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 ## Throughput against a plain sortedcontainers rebuild measured in the same run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.pipeline
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python -m bench.pipeline
 
 clean:
 	rm -rf retape-out bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from producers.cli import build_parser
+from producers.feeder import BLOCK_SIZE, WINDOW_BLOCKS
 from shared.metrics import METRICS
 from shared.queues import ALL_QUEUES, parse_queues
 
@@ -167,8 +168,8 @@ def test_every_queue_has_one_scalable_worker_pool_with_a_real_command() -> None:
             6379,
             "/0",
         )
-        mounts = _mounts(svc)
-        assert mounts["/data"].endswith(":ro") and "/out" in mounts and not mounts["/out"].endswith(":ro")
+        # workers get the inputs through Redis: only the aggregator writes files
+        assert ("/out" in _mounts(svc)) == (queue == "aggregate")
     assert not any("container_name" in svc for svc in services.values())
 
 
@@ -184,8 +185,13 @@ def test_redis_is_private_password_protected_and_never_evicts() -> None:
     units = {"kb": 1024, "mb": 1024**2, "gb": 1024**3}
     size = re.fullmatch(r"(\d+)(kb|mb|gb)", opts["--maxmemory"].lower())
     assert size, opts["--maxmemory"]
-    buffered_mib = int(_resolved(_compose()["services"]["producer"]["environment"])["RETAPE_MAX_BUFFERED_MB"])
-    assert int(size.group(1)) * units[size.group(2)] >= 4 * buffered_mib * 1024**2
+    # the producer's backpressure: WINDOW_BLOCKS unread blocks per file a book task reads
+    # (two files at most), times the book tasks KEDA and compose's defaults run at once
+    book_args = build_parser().parse_args(_resolved(_compose()["services"]["worker-book"]["command"]))
+    book_max = next(d for d in _keda() if d["metadata"]["name"] == "retape-worker-book")
+    tasks = book_max["spec"]["maxReplicaCount"] * book_args.concurrency
+    bound = WINDOW_BLOCKS * BLOCK_SIZE * 2 * tasks
+    assert int(size.group(1)) * units[size.group(2)] >= 2 * bound
     assert "ports" not in redis
     check = " ".join(redis["healthcheck"]["test"])
     assert '"$$REDIS_PASSWORD"' in check and "ping" in check and "PONG" in check
@@ -217,7 +223,7 @@ def test_flower_runs_the_celery_app_behind_basic_auth_on_localhost() -> None:
     assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"])
 
 
-def test_producer_runs_the_loop_shipped_in_the_image_on_the_workers_paths() -> None:
+def test_producer_runs_the_loop_shipped_in_the_image_and_the_aggregator_writes_where_it_says() -> None:
     services = _compose()["services"]
     producer = services["producer"]
     shell, script = producer["entrypoint"]
@@ -229,12 +235,14 @@ def test_producer_runs_the_loop_shipped_in_the_image_on_the_workers_paths() -> N
     assert (ROOT / script.removeprefix(workdir.group(1) + "/")).is_file()
     env = _resolved(producer["environment"])
     mounts = _mounts(producer)
-    assert env["LANDING"] in mounts and env["REPORTS"] in mounts
-    # workers read the inputs by the paths the producer planned, and write where it said
-    for name in _workers(services).values():
-        worker_mounts = _mounts(services[name])
-        assert worker_mounts[env["LANDING"]] == mounts[env["LANDING"]]
-        assert worker_mounts[env["REPORTS"]] == mounts[env["REPORTS"]]
+    assert mounts[env["LANDING"]].endswith(":ro") and not mounts[env["REPORTS"]].endswith(":ro")
+    # the aggregator writes to the --out path the producer gives, on the same host directory
+    aggregator = services[_workers(services)["aggregate"]]
+    assert _mounts(aggregator)[env["REPORTS"]] == mounts[env["REPORTS"]]
+    # the one-shot audit reads and writes the same directories
+    assert _mounts(services["audit"]) == mounts
+    # SIGTERM lets the job being served finish: give it minutes, not Docker's 10 s
+    assert re.fullmatch(r"\d+m", producer["stop_grace_period"])
     assert "@redis:6379/0" in env["REDIS_URL"]
 
 
@@ -436,8 +444,10 @@ def test_runbook_states_the_numbers_and_names_the_code_uses() -> None:
     from shared import keys
     from workers import app as celery_app
     from workers import tasks
+    from workers.data import FEEDER_TIMEOUT_S
+    from workers.poison import COUNTER_TTL_S
 
-    runbook = RUNBOOK.read_text()
+    runbook = " ".join(RUNBOOK.read_text().split())
     assert f"redis-cli LRANGE {keys.DEAD_LETTERS} 0 -1" in runbook
     assert "retape status JOB" in runbook
     assert f"{tasks.MAX_TRIES} times" in runbook
@@ -445,8 +455,11 @@ def test_runbook_states_the_numbers_and_names_the_code_uses() -> None:
     assert f"{celery_app.HARD_TIME_LIMIT_S} s" in runbook
     for path in (ROOT / "ops" / "keda").glob("worker-*.yaml"):
         assert f"{celery_app.HARD_TIME_LIMIT_S} s" in path.read_text(), path.name
-    assert "noeviction" in runbook and "RETAPE_MAX_BUFFERED_MB" in runbook
-    assert "per running producer" in runbook
+    assert "maxmemory-policy noeviction" in runbook and "per running producer" in runbook
+    assert f"at most {WINDOW_BLOCKS} blocks of {BLOCK_SIZE >> 20} MiB unread per input file" in runbook
+    assert f"give up after {FEEDER_TIMEOUT_S:g} s" in runbook
+    assert f"kept {COUNTER_TTL_S // 86400} days" in runbook  # the redelivery counters
+    assert f"finished jobs kept {tasks.FINISHED_TTL_S // 86400} days" in runbook
     for name in _compose()["services"]:
         assert f"`{name}" in runbook, f"the runbook does not mention the service {name}"
     for queue in ALL_QUEUES:
