@@ -175,7 +175,7 @@ def main() -> None:
             best = {k: min(v) for k, v in times.items()}
             for name, secs in best.items():
                 runs = ", ".join(f"{t:.2f}" for t in times[name])
-                print(f"{name:>10}: {secs:6.2f} s  {levels / secs / 1e6:5.2f} M level updates/s  (runs {runs})")
+                print(f"{name:>10}: {secs:6.2f} s  {levels / secs / 1e6:5.2f} M updates/s  (runs {runs})")
             same = all(
                 (work / f"{a}0" / "report.json").read_bytes()
                 == (work / "single0" / "report.json").read_bytes()
