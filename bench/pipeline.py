@@ -94,7 +94,7 @@ class Workers:
         raise SystemExit("workers did not answer")
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.send_signal(signal.SIGTERM)  # the parent: a warm shutdown of its children
         self.proc.wait()
 
 
@@ -147,7 +147,7 @@ def main() -> None:
     )
     parser.add_argument("--families", type=int, default=8)
     parser.add_argument("--copies", type=int, default=2, help="continuations of the capture per family")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--big-levels", type=int, default=10_000_000, help="level updates of the memory run")
     args = parser.parse_args()
 

@@ -332,6 +332,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     from producers.run import lost_broker, serve
     from producers.submit import DONE, SERVED_ELSEWHERE, submit
+    from shared import keys
+    from shared.errors import PipelineError
 
     _check_paths(args.paths)
     url = _broker(args)
@@ -347,7 +349,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
         else:
             # The workers read the inputs through the broker: serve them until every
             # family has its result (the aggregator then writes the outputs).
-            serve(redis.Redis.from_url(url), sub)
+            client = redis.Redis.from_url(url)
+            serve(client, sub)
+            if not client.exists(keys.job(sub.job)):
+                raise PipelineError(
+                    f"job {sub.job} vanished from the broker while it ran (restarted or flushed?): "
+                    "run the same command again"
+                )
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise lost_broker(url, jid, exc) from None
     return EXIT_OK

@@ -33,7 +33,7 @@ log = logging.getLogger("retape.producer")
 BLOCK_SIZE = 1 << 20
 WINDOW_BLOCKS = 8
 LEASE_S = 15
-IDLE_WAIT_S = 0.05
+IDLE_WAIT_S = 0.02
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from shared import keys
 from shared.auditors import AuditConfig
 from shared.errors import PipelineError
 
-POLL_S = 0.1
+POLL_S = 0.02
 
 
 class Progress:

@@ -75,6 +75,10 @@ def submit(
             client.delete(keys.job_feeder(jid))
             return Submitted(jid, total, DONE, job)
         client.delete(keys.job(jid))
+    # A job run again starts its tasks' redelivery counters afresh.
+    for index in range(total):
+        base = keys.deliveries(f"book:{jid}:{index}")
+        client.delete(base, base + ":error", base + ":dead")
     client.set(keys.job_plan(jid), plan_to_json(job, cfg, out_dir))
     client.hset(
         keys.job(jid),
