@@ -330,10 +330,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_produce(args: argparse.Namespace) -> int:
     import redis
 
-    from producers.run import lost_broker, serve
+    from producers.run import job_vanished, lost_broker, serve
     from producers.submit import DONE, SERVED_ELSEWHERE, submit
     from shared import keys
-    from shared.errors import PipelineError
 
     _check_paths(args.paths)
     url = _broker(args)
@@ -352,10 +351,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             client = redis.Redis.from_url(url)
             serve(client, sub)
             if not client.exists(keys.job(sub.job)):
-                raise PipelineError(
-                    f"job {sub.job} vanished from the broker while it ran (restarted or flushed?): "
-                    "run the same command again"
-                )
+                raise job_vanished(sub.job)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise lost_broker(url, jid, exc) from None
     return EXIT_OK

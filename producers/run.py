@@ -31,7 +31,6 @@ class Progress:
         self.every_s = every_s
         self.started = time.monotonic()
         self.shown = 0.0
-        self.last = ""
         self.last_done: object = None
         self.tty = self.out.isatty()
 
@@ -50,7 +49,6 @@ class Progress:
             self.out.write("\r" + line + "\033[K")
         elif done != self.last_done or force:
             self.out.write(line + "\n")
-        self.last = line
         self.last_done = done
         self.out.flush()
 
@@ -66,6 +64,12 @@ def lost_broker(url: str, jid: str, exc: Exception) -> PipelineError:
         f"lost the broker at {where} while job {jid or '?'} was running ({type(exc).__name__}: {exc}). "
         "retape keeps a job's state in the broker only while it runs: run the same command again "
         "(a re-run of the same inputs starts the job afresh and writes the same results)"
+    )
+
+
+def job_vanished(jid: str) -> PipelineError:
+    return PipelineError(
+        f"job {jid} vanished from the broker while it ran (restarted or flushed?): run the same command again"
     )
 
 
@@ -103,9 +107,7 @@ def run_job(
         while True:
             meta = client.hget(keys.job(jid), "state")
             if meta is None:
-                raise PipelineError(
-                    f"job {jid} vanished from the broker (restarted or flushed?): run the command again"
-                )
+                raise job_vanished(jid)
             if meta == DONE.encode():
                 break
             if meta == b"failed":

@@ -40,10 +40,6 @@ class Submitted:
     plan: Plan
 
     @property
-    def new(self) -> bool:
-        return self.outcome == NEW
-
-    @property
     def serving(self) -> bool:
         """True when this producer holds the lease and must serve the job's data."""
         return self.outcome in (NEW, RESUMED)

@@ -145,6 +145,11 @@ class Plan:
     formats: dict[str, str | None]
     families: list[list[list[str]]]
 
+    def family_inputs(self, index: int) -> list[InputSummary]:
+        """Fresh copies of the summaries of family ``index``'s files, in plan order."""
+        files = {f for group in self.families[index] for f in group}
+        return [replace(i) for i in self.inputs if i.path in files]
+
 
 def plan(paths: Sequence[str]) -> Plan:
     """Recognise every file under ``paths`` and cut the captures into families."""
@@ -184,6 +189,14 @@ class FamilyResult:
     parts: list[StreamResult]
     malformed: list[Malformed]
     books: BookRows | None = None
+    dead_letter: str | None = None  # why the family was never audited (its task was dead-lettered)
+
+    @classmethod
+    def not_audited(cls, job: Plan, index: int, reason: str) -> FamilyResult:
+        inputs = job.family_inputs(index)
+        for i in inputs:
+            i.error = f"not audited: {reason}"
+        return cls(index, inputs, [], [], dead_letter=reason)
 
     @property
     def messages(self) -> int:
@@ -196,6 +209,7 @@ class FamilyResult:
             "parts": [p.as_json() for p in self.parts],
             "malformed": [[m.path, m.line, m.reason] for m in self.malformed],
             "books": None if self.books is None else [self.books.depth, self.books.as_json()],
+            "dead_letter": self.dead_letter,
         }
 
     @classmethod
@@ -207,13 +221,13 @@ class FamilyResult:
             [StreamResult.from_json(p) for p in data["parts"]],
             [Malformed(*m) for m in data["malformed"]],
             None if books is None else BookRows.from_json(books[0], books[1]),
+            data.get("dead_letter"),
         )
 
 
 def audit_family(job: Plan, index: int, cfg: AuditConfig) -> FamilyResult:
     """Audit one family on its own (what a worker does with one unit of work)."""
-    files = {f for group in job.families[index] for f in group}
-    own = [replace(i) for i in job.inputs if i.path in files]
+    own = job.family_inputs(index)
     engine = Engine(cfg)
     engine.inputs = own
     engine.run_family(Plan(own, job.formats, job.families), index)
@@ -233,7 +247,8 @@ def combine(job: Plan, results: Iterable[FamilyResult]) -> AuditOutcome:
             if books is None:
                 books = BookRows(r.books.depth)
             books.extend(r.books)
-    return AuditOutcome(inputs, merge_parts(parts), malformed, books=books)
+    dead_letters = sum(1 for r in ordered if r.dead_letter is not None)
+    return AuditOutcome(inputs, merge_parts(parts), malformed, dead_letters, books)
 
 
 class _FileContext:

@@ -15,7 +15,6 @@ audited, with the reason, and the rest of the job completes.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import orjson
 import redis
@@ -42,12 +41,6 @@ def _client() -> redis.Redis:
     return redis.Redis.from_url(str(app.conf.broker_url))
 
 
-def _failed_family(job: Plan, index: int, reason: str) -> FamilyResult:
-    files = {f for group in job.families[index] for f in group}
-    own = [replace(i, error=f"not audited: {reason}") for i in job.inputs if i.path in files]
-    return FamilyResult(index, own, [], [])
-
-
 def _record(client: redis.Redis, job_id: str, job: Plan, index: int, result: FamilyResult | None) -> None:
     """Write the family's result once, count it, start the aggregator on the last one."""
     if result is not None and client.set(
@@ -59,10 +52,6 @@ def _record(client: redis.Redis, job_id: str, job: Plan, index: int, result: Fam
     client.hset(keys.job(job_id), "done", done)
     if done >= len(job.families):
         aggregate_task.apply_async((job_id,), task_id=f"aggregate:{job_id}")
-
-
-def _never_audited(result: FamilyResult) -> bool:
-    return all((i.error or "").startswith("not audited:") for i in result.inputs)
 
 
 @app.task(name="retape.audit_family", bind=True)
@@ -86,7 +75,8 @@ def _audit_family(self: Task, job_id: str, index: int) -> None:
     if not guard.admit(task_id, str(self.name), [job_id, index], Queue.BOOK.value):
         reason = guard.reason(task_id)
         log.error("job %s family %d dead-lettered after %d tries: %s", job_id, index, MAX_TRIES, reason)
-        _record(client, job_id, job, index, _failed_family(job, index, f"{reason} ({MAX_TRIES} tries)"))
+        failed = FamilyResult.not_audited(job, index, f"{reason} ({MAX_TRIES} tries)")
+        _record(client, job_id, job, index, failed)
         return
     try:
         result = None
@@ -130,9 +120,7 @@ def aggregate_task(self: Task, job_id: str) -> None:
             guard.done(task_id)
             return
         results.append(FamilyResult.from_json(orjson.loads(data)))
-    outcome = combine(job, results)
-    outcome.dead_letters = sum(1 for r in results if r.inputs and not r.parts and _never_audited(r))
-    write_outputs(outcome, out_dir)
+    write_outputs(combine(job, results), out_dir)
     client.hset(meta, "state", "done")
     client.expire(meta, FINISHED_TTL_S)
     client.expire(keys.claim(job_id), FINISHED_TTL_S)
