@@ -347,7 +347,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             print(f"retape: job {sub.job} is being served by another producer: nothing new", file=sys.stderr)
         else:
             # The workers read the inputs through the broker: serve them until every
-            # family has its result (the aggregator then writes the outputs).
+            # segment has its result (the aggregator then writes the outputs).
             client = redis.Redis.from_url(url)
             serve(client, sub)
             if not client.exists(keys.job(sub.job)):

@@ -1,14 +1,14 @@
 """The producer's data side: stream each input file a worker asks for into Redis.
 
-A worker starting on a family asks for its files one at a time (``wants``).  The feeder
+A worker starting on a segment asks for its files one at a time (``wants``).  The feeder
 adds the file's stored bytes to the stream the worker reads, one block (1 MiB) per entry,
 and keeps at most ``window`` unread blocks per stream: the worker deletes what it has read,
 so the feeder waits (backpressure) and Redis never holds more than ``window`` blocks per
-file being read.  Files are read by one family at a time, so the bound for a job is
+file being read.  Files are read by one segment at a time, so the bound for a job is
 
     window x block size x (book tasks running at once x files read together, 1 or 2)
 
-e.g. 8 x 1 MiB x 4 workers = 32 MiB for four workers on single-file families.
+e.g. 8 x 1 MiB x 4 workers = 32 MiB for four workers on single-file segments.
 
 While it serves, the feeder holds the lease ``feeder`` (renewed); workers waiting without a
 lease give up with a clear message, and a producer started later takes the job over.
@@ -114,7 +114,7 @@ class Feeder:
         if gen < self.latest_gen.get(index, 0):
             return  # a start that was superseded already
         if gen > self.latest_gen.get(index, 0):
-            self._drop_family(index)
+            self._drop_segment(index)
             self.latest_gen[index] = gen
         slot = (index, gen, file_no)
         if slot in self.transfers:
@@ -129,7 +129,7 @@ class Feeder:
             return
         self.transfers[slot] = _Transfer(index, gen, file_no, key, fh)
 
-    def _drop_family(self, index: int) -> None:
+    def _drop_segment(self, index: int) -> None:
         """A newer start of ``index`` asked: what older starts were sent is useless now."""
         for slot in [s for s in self.transfers if s[0] == index]:
             t = self.transfers.pop(slot)

@@ -74,7 +74,7 @@ def job_vanished(jid: str) -> PipelineError:
 
 
 def serve(client: redis.Redis, sub: Submitted, tick: Callable[[], None] | None = None) -> Feeder:
-    """Serve the job's input data until every family has its result."""
+    """Serve the job's input data until every segment has its result."""
     feeder = Feeder(client, sub.job, sub.plan)
     feeder.serve(lambda: finished(client, sub.job), tick)
     return feeder

@@ -1,15 +1,15 @@
-"""Submitting a job: plan the inputs, claim the job, enqueue one task per family.
+"""Submitting a job: plan the inputs, claim the job, enqueue one task per segment.
 
-Tasks carry references only (job id, family index); the plan lives in Redis and the input
+Tasks carry references only (job id, segment index); the plan lives in Redis and the input
 bytes are streamed by :class:`producers.feeder.Feeder` as workers ask for them.
 
 The producer first takes the job's feeder lease, then the claim (``SET NX``):
 
-- claim new: the plan is stored and every family enqueued with the id ``book:<job>:<n>``;
+- claim new: the plan is stored and every segment enqueued with the id ``book:<job>:<n>``;
 - lease held by another producer: that producer serves the job, nothing is submitted;
 - claimed and finished: nothing to do (``retape audit`` runs it again: ``rerun_done``);
 - claimed, unfinished, nobody serving (the first producer stopped): this producer takes
-  the job over and enqueues the families that have no result yet, under new task ids.
+  the job over and enqueues the segments that have no result yet, under new task ids.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ RESUMED = "resumed"
 @dataclass(frozen=True, slots=True)
 class Submitted:
     job: str
-    families: int
+    segments: int
     outcome: str  # NEW, SERVED_ELSEWHERE, DONE or RESUMED
     plan: Plan
 
@@ -60,7 +60,7 @@ def submit(
     client = redis.Redis.from_url(broker_url)
     job = plan(paths)
     jid = job_id(job, cfg, out_dir)
-    total = len(job.families)
+    total = len(job.segments)
     if not client.set(keys.job_feeder(jid), "1", nx=True, ex=30):
         return Submitted(jid, total, SERVED_ELSEWHERE, job)
     if not client.set(keys.claim(jid), out_dir, nx=True):
@@ -81,26 +81,26 @@ def submit(
         mapping={"state": "running", "total": total, "done": 0, "messages": 0, "out": out_dir},
     )
     app = celery_app(broker_url)
-    if not job.families:
+    if not job.segments:
         app.send_task("retape.aggregate", (jid,), task_id=f"aggregate:{jid}")
     for index in range(total):
-        app.send_task("retape.audit_family", (jid, index), task_id=f"book:{jid}:{index}")
+        app.send_task("retape.audit_segment", (jid, index), task_id=f"book:{jid}:{index}")
     return Submitted(jid, total, NEW, job)
 
 
 def _resume(broker_url: str, client: redis.Redis, jid: str, total: int) -> None:
-    """Enqueue again the families of an abandoned job that have no result."""
+    """Enqueue again the segments of an abandoned job that have no result."""
     attempt = client.incr(keys.job_takeovers(jid))
     app = celery_app(broker_url)
     missing = [i for i in range(total) if not client.exists(keys.job_result(jid, i))]
     for index in missing:
-        app.send_task("retape.audit_family", (jid, index), task_id=f"book:{jid}:{index}:t{attempt}")
+        app.send_task("retape.audit_segment", (jid, index), task_id=f"book:{jid}:{index}:t{attempt}")
     if not missing:
         app.send_task("retape.aggregate", (jid,), task_id=f"aggregate:{jid}:t{attempt}")
 
 
 def finished(client: redis.Redis, jid: str) -> bool:
-    """Every family has a result (the producer has nothing left to serve)."""
+    """Every segment has a result (the producer has nothing left to serve)."""
     meta = client.hmget(keys.job(jid), ["state", "done", "total"])
     if meta[0] in (b"done", b"failed") or meta[0] is None:
         return True

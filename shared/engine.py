@@ -1,72 +1,30 @@
 """The audit engine: inputs in, per-stream results out, in one process.
 
-Files are recognised by content and read as streams.  cryptofeed keeps a connection's
-REST answers and its WebSocket messages in sibling files (``BINANCE_FUTURES.http.0.0``
-and ``BINANCE_FUTURES.ws.1.0``): such siblings form one capture group and are merged by
-receive time, so a REST snapshot meets the stream it opens.  Every line read is
-accounted for: applied, recorded as malformed, or counted as ignored.
+A job's plan (:mod:`shared.planning`) cuts the inputs into segments; the engine reads a
+segment's capture groups in order, each group's files merged by receive time.  Every line
+read is accounted for: applied, recorded as malformed, or counted as ignored.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from shared.auditors import AuditConfig, BookAuditor, BookSink, FundingAuditor, StreamResult, TradeAuditor
 from shared.book import Book
-from shared.errors import InputError
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
 from shared.exchanges.base import Session, Venue
-from shared.formats.detect import detect
-from shared.formats.lines import TruncatedInput
 from shared.formats.readers import READERS
 from shared.model import BookMsg, Channel, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
+from shared.planning import InputSummary, Plan, plan
 from shared.snapshots import BookRows
 
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
-
-
-@dataclass(slots=True)
-class InputSummary:
-    path: str
-    sha256: str = ""
-    format: str | None = None
-    lines: int = 0
-    malformed: int = 0
-    ignored: int = 0
-    error: str | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> InputSummary:
-        return cls(
-            data["path"],
-            data["sha256"],
-            data["format"],
-            data["lines"],
-            data["malformed"],
-            data["ignored"],
-            data.get("error"),
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "path": self.path,
-            "sha256": self.sha256,
-            "lines": self.lines,
-            "malformed": self.malformed,
-            "format": self.format,
-            "ignored": self.ignored,
-        }
-        if self.error is not None:
-            out["error"] = self.error
-        return out
 
 
 @dataclass(slots=True)
@@ -85,115 +43,20 @@ class AuditOutcome:
     books: BookRows | None = None  # rebuilt-book rows, when asked for
 
 
-def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Files under ``paths`` (directories recursed, sorted); raises InputError for a missing path."""
-    out: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                out.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith("."))
-        elif os.path.exists(p):
-            out.append(p)
-        else:
-            raise InputError(p, "no such file or directory")
-    return out
-
-
-def sha256_of(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def rotation_families(groups: Sequence[list[str]]) -> list[list[list[str]]]:
-    """Capture groups that continue each other: one directory, names equal but for their
-    digits (``btcusdt_20240808.gz``, ``btcusdt_20240809.gz``).  Families are independent
-    recordings; a stream fed by several families is the sum of independent audits."""
-    families: dict[tuple[str, str], list[list[str]]] = {}
-    for group in groups:
-        first = group[0]
-        pattern = _DIGITS.sub("#", os.path.basename(first).split(".", 1)[0])
-        families.setdefault((os.path.dirname(first), pattern), []).append(group)
-    return list(families.values())
-
-
-def capture_groups(files: Sequence[str], formats: dict[str, str | None]) -> list[list[str]]:
-    """Files that must be read together: cryptofeed siblings sharing a prefix in one directory."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    order: list[tuple[str, str]] = []
-    for f in files:
-        if formats.get(f) == "cryptofeed":
-            key = (os.path.dirname(f), os.path.basename(f).split(".", 1)[0])
-        else:
-            key = (f, "")
-        if key not in groups:
-            groups[key] = []
-            order.append(key)
-        groups[key].append(f)
-    return [groups[k] for k in order]
-
-
 @dataclass(slots=True)
-class Plan:
-    """What a job reads: every input file (recognised or not) and the families of captures,
-    each an ordered list of capture groups.  Families are independent units of work."""
-
-    inputs: list[InputSummary]
-    formats: dict[str, str | None]
-    families: list[list[list[str]]]
-
-    def family_inputs(self, index: int) -> list[InputSummary]:
-        """Fresh copies of the summaries of family ``index``'s files, in plan order."""
-        files = {f for group in self.families[index] for f in group}
-        return [replace(i) for i in self.inputs if i.path in files]
-
-
-def plan(paths: Sequence[str]) -> Plan:
-    """Recognise every file under ``paths`` and cut the captures into families."""
-    files = expand_paths(paths)
-    formats: dict[str, str | None] = {}
-    inputs: list[InputSummary] = []
-    for f in files:
-        summary = InputSummary(f)
-        inputs.append(summary)
-        formats[f] = None
-        if not os.path.isfile(f):
-            summary.error = "not a regular file (broken link, pipe or device)"
-            continue
-        try:
-            summary.sha256 = sha256_of(f)
-            summary.format = formats[f] = detect(f)
-        except OSError as exc:
-            summary.error = f"cannot read: {exc.strerror or exc}"
-            formats[f] = None
-            continue
-        except TruncatedInput as exc:
-            summary.error = str(exc)
-            formats[f] = None
-            continue
-        if summary.format is None:
-            summary.error = "not a recognised capture format"
-    groups = capture_groups([f for f in files if formats.get(f) not in (None, "empty")], formats)
-    return Plan(inputs, formats, rotation_families(groups))
-
-
-@dataclass(slots=True)
-class FamilyResult:
-    """What auditing one family found: a worker's answer, merged by :func:`combine`."""
+class SegmentResult:
+    """What auditing one segment found: a worker's answer, merged by :func:`combine`."""
 
     index: int
-    inputs: list[InputSummary]  # the family's files, with their counts
+    inputs: list[InputSummary]  # the segment's files, with their counts
     parts: list[StreamResult]
     malformed: list[Malformed]
     books: BookRows | None = None
-    dead_letter: str | None = None  # why the family was never audited (its task was dead-lettered)
+    dead_letter: str | None = None  # why the segment was never audited (its task was dead-lettered)
 
     @classmethod
-    def not_audited(cls, job: Plan, index: int, reason: str) -> FamilyResult:
-        inputs = job.family_inputs(index)
+    def not_audited(cls, job: Plan, index: int, reason: str) -> SegmentResult:
+        inputs = job.segment_inputs(index)
         for i in inputs:
             i.error = f"not audited: {reason}"
         return cls(index, inputs, [], [], dead_letter=reason)
@@ -213,7 +76,7 @@ class FamilyResult:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FamilyResult:
+    def from_json(cls, data: dict[str, Any]) -> SegmentResult:
         books = data.get("books")
         return cls(
             data["index"],
@@ -225,17 +88,17 @@ class FamilyResult:
         )
 
 
-def audit_family(job: Plan, index: int, cfg: AuditConfig) -> FamilyResult:
-    """Audit one family on its own (what a worker does with one unit of work)."""
-    own = job.family_inputs(index)
+def audit_segment(job: Plan, index: int, cfg: AuditConfig) -> SegmentResult:
+    """Audit one segment on its own (what a worker does with one unit of work)."""
+    own = job.segment_inputs(index)
     engine = Engine(cfg)
     engine.inputs = own
-    engine.run_family(Plan(own, job.formats, job.families), index)
-    return FamilyResult(index, own, engine.parts, engine.malformed, engine.book_rows)
+    engine.run_segment(Plan(own, job.formats, job.segments), index)
+    return SegmentResult(index, own, engine.parts, engine.malformed, engine.book_rows)
 
 
-def combine(job: Plan, results: Iterable[FamilyResult]) -> AuditOutcome:
-    """The outcome of a job from its families' results, whatever order they arrived in."""
+def combine(job: Plan, results: Iterable[SegmentResult]) -> AuditOutcome:
+    """The outcome of a job from its segments' results, whatever order they arrived in."""
     ordered = sorted(results, key=lambda r: r.index)
     counted = {i.path: i for r in ordered for i in r.inputs}
     inputs = [counted.get(i.path, i) for i in job.inputs]
@@ -286,7 +149,7 @@ class Engine:
         self.funding: dict[StreamKey, FundingAuditor] = {}
         self.inputs: list[InputSummary] = []
         self.malformed: list[Malformed] = []
-        # Results of the families already read, in order, and the last book of each stream.
+        # Results of the segments already read, in order, and the last book of each stream.
         self.parts: list[StreamResult] = []
         self.closed_books: dict[StreamKey, list[BookAuditor]] = {}
 
@@ -295,16 +158,16 @@ class Engine:
     def run(self, paths: Sequence[str]) -> AuditOutcome:
         job = plan(paths)
         self.inputs = job.inputs
-        for index in range(len(job.families)):
-            self.run_family(job, index)
+        for index in range(len(job.segments)):
+            self.run_segment(job, index)
         return self.finish()
 
-    def run_family(self, job: Plan, index: int) -> None:
-        """Read one family (its capture groups in order); its auditors are then finished."""
+    def run_segment(self, job: Plan, index: int) -> None:
+        """Read one segment (its capture groups in order); its auditors are then finished."""
         summaries = {s.path: s for s in job.inputs}
-        for group in job.families[index]:
+        for group in job.segments[index]:
             self._run_group(group, job.formats, summaries)
-        self._close_family()
+        self._close_segment()
 
     def _run_group(
         self, group: list[str], formats: dict[str, str | None], summaries: dict[str, InputSummary]
@@ -451,8 +314,8 @@ class Engine:
             if auditor is not None:
                 auditor.disconnect(ev.path, ev.line, ev.local_us)
 
-    def _close_family(self) -> None:
-        """The family is read: finish its auditors; the next family starts afresh."""
+    def _close_segment(self) -> None:
+        """The segment is read: finish its auditors; the next segment starts afresh."""
         for table in (self.books, self.trades, self.funding):
             for auditor in table.values():
                 self.parts.append(auditor.finish())
@@ -461,7 +324,7 @@ class Engine:
         self.books, self.trades, self.funding = {}, {}, {}
 
     def finish(self) -> AuditOutcome:
-        self._close_family()
+        self._close_segment()
         return AuditOutcome(self.inputs, merge_parts(self.parts), self.malformed, books=self.book_rows)
 
 

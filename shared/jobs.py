@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from shared.auditors import AuditConfig
-from shared.engine import InputSummary, Plan
+from shared.planning import InputSummary, Plan
 
 
 def job_id(job: Plan, cfg: AuditConfig, out_dir: str) -> str:
@@ -32,7 +32,7 @@ def plan_to_json(job: Plan, cfg: AuditConfig, out_dir: str) -> bytes:
         {
             "inputs": [i.as_json() for i in job.inputs],
             "formats": job.formats,
-            "families": job.families,
+            "segments": job.segments,
             "config": asdict(cfg),
             "out": out_dir,
         }
@@ -41,5 +41,5 @@ def plan_to_json(job: Plan, cfg: AuditConfig, out_dir: str) -> bytes:
 
 def plan_from_json(raw: bytes | str) -> tuple[Plan, AuditConfig, str]:
     data: dict[str, Any] = orjson.loads(raw)
-    job = Plan([InputSummary.from_json(i) for i in data["inputs"]], data["formats"], data["families"])
+    job = Plan([InputSummary.from_json(i) for i in data["inputs"]], data["formats"], data["segments"])
     return job, AuditConfig(**data["config"]), data["out"]

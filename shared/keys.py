@@ -25,32 +25,32 @@ def claim(fingerprint: str) -> str:
 
 
 def job_plan(job_id: str) -> str:
-    """The job's plan (inputs, formats, families) as JSON."""
+    """The job's plan (inputs, formats, segments) as JSON."""
     return f"{PREFIX}:job:{job_id}:plan"
 
 
 def job_result(job_id: str, index: int) -> str:
-    """One family's result as JSON, written once."""
+    """One segment's result as JSON, written once."""
     return f"{PREFIX}:job:{job_id}:result:{index}"
 
 
 def job_done(job_id: str) -> str:
-    """The set of family indexes whose result is written (the aggregator's own count)."""
+    """The set of segment indexes whose result is written (the aggregator's own count)."""
     return f"{PREFIX}:job:{job_id}:done"
 
 
 def job_gen(job_id: str, index: int) -> str:
-    """How many times a worker started on family ``index`` (each start reads a fresh copy)."""
+    """How many times a worker started on segment ``index`` (each start reads a fresh copy)."""
     return f"{PREFIX}:job:{job_id}:gen:{index}"
 
 
 def job_wants(job_id: str) -> str:
-    """Requests from workers to the producer: ``<family>:<generation>:<file>`` (a list)."""
+    """Requests from workers to the producer: ``<segment>:<generation>:<file>`` (a list)."""
     return f"{PREFIX}:job:{job_id}:wants"
 
 
 def job_data(job_id: str, index: int, gen: int, file_no: int) -> str:
-    """The stream of one input file's stored bytes, for one start of one family."""
+    """The stream of one input file's stored bytes, for one start of one segment."""
     return f"{PREFIX}:job:{job_id}:data:{index}:{gen}:{file_no}"
 
 

@@ -1,7 +1,7 @@
 """Rebuilt books as Tardis ``book_snapshot_<depth>`` rows, collected per stream.
 
 The engine calls a :class:`BookRows` every ``--book-interval`` of receive time; the rows
-travel with a family's result (so a worker needs no shared disk) and
+travel with a segment's result (so a worker needs no shared disk) and
 :func:`shared.report.write_outputs` writes them, one CSV per stream.  Every value is text,
 so the rows are the same bytes whether they were written in-process or went through JSON.
 """

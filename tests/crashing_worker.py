@@ -1,4 +1,4 @@
-"""A Celery app for tests: the real tasks, except that auditing a family holding a file
+"""A Celery app for tests: the real tasks, except that auditing a segment holding a file
 whose name contains ``poison`` kills the worker process (a poison segment).
 
 Run as ``celery -A crashing_worker worker`` with ``tests`` on PYTHONPATH.
@@ -14,14 +14,14 @@ from workers.app import app
 
 __all__ = ["app"]
 
-_real_audit_family = tasks.audit_family
+_real_audit_segment = tasks.audit_segment
 
 
-def _crashing_audit_family(job: Any, index: int, cfg: Any) -> Any:
-    files = [f for group in job.families[index] for f in group]
+def _crashing_audit_segment(job: Any, index: int, cfg: Any) -> Any:
+    files = [f for group in job.segments[index] for f in group]
     if any("poison" in os.path.basename(f) for f in files):
         os._exit(13)  # as a segfault would: no exception, no clean-up
-    return _real_audit_family(job, index, cfg)
+    return _real_audit_segment(job, index, cfg)
 
 
-tasks.audit_family = _crashing_audit_family  # type: ignore[assignment]
+tasks.audit_segment = _crashing_audit_segment  # type: ignore[assignment]

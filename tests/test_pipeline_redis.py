@@ -158,7 +158,7 @@ def test_a_worker_killed_mid_job_changes_nothing(broker: str, tmp_path: Path) ->
 
     inputs = tmp_path / "in"
     (inputs / "big").mkdir(parents=True)
-    build_capture(3, inputs / "big" / "btcusdt_20240808.gz")  # a family of a few seconds
+    build_capture(3, inputs / "big" / "btcusdt_20240808.gz")  # a segment of a few seconds
     shutil.copytree(DATA / "cryptofeed_deribit", inputs / "deribit")
     reference = tmp_path / "reference"
     assert retape("audit", str(inputs), "--out", str(reference), "--in-process", "--quiet").returncode == 0
@@ -174,11 +174,11 @@ def test_a_worker_killed_mid_job_changes_nothing(broker: str, tmp_path: Path) ->
             stderr=subprocess.PIPE,
         )
 
-        def big_family_running() -> bool:
-            # a worker is reading a family's data right now
+        def big_segment_running() -> bool:
+            # a worker is reading a segment's data right now
             return any(True for _ in client.scan_iter(match="retape:job:*:data:*"))
 
-        _wait_for(big_family_running, 60, "a family in progress")
+        _wait_for(big_segment_running, 60, "a segment in progress")
         victims = workers.children()
         assert victims
         for pid in victims:
@@ -296,7 +296,7 @@ def test_a_poison_segment_is_dead_lettered_and_the_rest_completes(broker: str, t
     letters = [json.loads(raw) for raw in client.lrange("retape:dead-letters", 0, -1)]
     assert len(letters) == 1
     letter = letters[0]
-    assert letter["task"] == "retape.audit_family" and letter["queue"] == "book"
+    assert letter["task"] == "retape.audit_segment" and letter["queue"] == "book"
     assert letter["reason"] == "the worker died while running it" and letter["deliveries"] == 3
     report = json.loads((tmp_path / "o" / "report.json").read_bytes())
     bad = [i for i in report["inputs"] if "poison" in os.path.basename(i["path"])]

@@ -61,7 +61,7 @@ def settings(url: str) -> dict[str, object]:
 
 # Every task is routed to its queue by name.
 TASK_ROUTES = {
-    "retape.audit_family": {"queue": Queue.BOOK.value, "routing_key": Queue.BOOK.value},
+    "retape.audit_segment": {"queue": Queue.BOOK.value, "routing_key": Queue.BOOK.value},
     "retape.aggregate": {"queue": Queue.AGGREGATE.value, "routing_key": Queue.AGGREGATE.value},
 }
 

@@ -1,9 +1,9 @@
 """A worker's view of a job's inputs: the bytes the producer streams into Redis.
 
-The worker asks for one input file of its family (``RPUSH wants``) and reads the file's
-stored bytes from the stream ``data:<family>:<generation>:<file>`` as the producer adds
+The worker asks for one input file of its segment (``RPUSH wants``) and reads the file's
+stored bytes from the stream ``data:<segment>:<generation>:<file>`` as the producer adds
 them, deleting each block once read, so the producer can keep Redis memory bounded (it
-adds a block only while fewer than its window are unread).  Each start of a family uses a
+adds a block only while fewer than its window are unread).  Each start of a segment uses a
 new generation, so a worker that died mid-file leaves nothing a later start depends on:
 the later start asks for the file again from its first byte.
 
@@ -83,7 +83,7 @@ class RedisBlocks:
     def _check_waiting(self, path: str, idle_since: float) -> None:
         gen = self.client.get(keys.job_gen(self.job_id, self.index))
         if gen is not None and int(gen) > self.gen:
-            raise Superseded(f"family {self.index} of job {self.job_id} was started again")
+            raise Superseded(f"segment {self.index} of job {self.job_id} was started again")
         if time.monotonic() - idle_since < self.feeder_timeout_s:
             return
         if not self.client.exists(keys.job_feeder(self.job_id)):

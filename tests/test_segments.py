@@ -1,6 +1,6 @@
-"""A job cut into families, audited apart in any order, merges into the same bytes.
+"""A job cut into segments, audited apart in any order, merges into the same bytes.
 
-This is what lets workers audit families in parallel and an aggregator merge their
+This is what lets workers audit segments in parallel and an aggregator merge their
 answers: the merged records must be byte-identical to one process reading everything.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from shared.auditors import AuditConfig
-from shared.engine import Engine, FamilyResult, audit_family, combine, plan
+from shared.engine import Engine, SegmentResult, audit_segment, combine, plan
 from shared.report import write_outputs
 
 DATA = Path(__file__).parent / "data"
@@ -25,16 +25,16 @@ def _bytes(out: Path) -> dict[str, bytes]:
     return {rel: (out / rel).read_bytes() for rel in ("report.json", "audit/records.jsonl", "audit/MANIFEST")}
 
 
-def test_families_audited_apart_in_any_order_merge_to_the_same_bytes(tmp_path: Path) -> None:
+def test_segments_audited_apart_in_any_order_merge_to_the_same_bytes(tmp_path: Path) -> None:
     cfg = AuditConfig()
     whole = Engine(cfg).run(INPUTS)
     write_outputs(whole, str(tmp_path / "whole"))
 
     job = plan(INPUTS)
-    assert len(job.families) >= 20  # one per recording: parallel work
-    results = [audit_family(job, i, cfg) for i in range(len(job.families))]
+    assert len(job.segments) >= 20  # one per recording: parallel work
+    results = [audit_segment(job, i, cfg) for i in range(len(job.segments))]
     # Answers travel as JSON and arrive in any order.
-    received = [FamilyResult.from_json(orjson.loads(orjson.dumps(r.as_json()))) for r in results]
+    received = [SegmentResult.from_json(orjson.loads(orjson.dumps(r.as_json()))) for r in results]
     random.Random(7).shuffle(received)
     write_outputs(combine(job, received), str(tmp_path / "parts"))
     assert _bytes(tmp_path / "parts") == _bytes(tmp_path / "whole")
@@ -44,7 +44,7 @@ def test_a_stream_fed_by_two_recordings_sums_their_audits() -> None:
     usdm = str(DATA / "hftbacktest" / "usdm" / "btcusdt_20240808.gz")
     csv = str(DATA / "nautilus" / "binance-futures_book_snapshot_25_BTCUSDT.csv")
     job = plan([usdm, csv])
-    assert len(job.families) == 2
+    assert len(job.segments) == 2
     both = Engine(AuditConfig()).run([usdm, csv])
     alone = [Engine(AuditConfig()).run([p]) for p in (usdm, csv)]
     key = ("binance-futures", "BTCUSDT", "book")
