@@ -167,6 +167,7 @@ class BookAuditor(_Auditor):
         self.quiet = False
         # Set between recordings: the next diff continues the book only if its ids chain on.
         self.at_seam = False
+        self.seam_ended_us: int | None = None  # receive time the previous input ended at
 
     @property
     def in_sync(self) -> bool:
@@ -239,12 +240,17 @@ class BookAuditor(_Auditor):
         if self.seq is not None:
             self._steps(self.seq.flush())
         self.at_seam = True
+        self.seam_ended_us = self.last_seen_us
 
     def _cross_seam(self, m: BookMsg) -> None:
         """The first message of another input: a snapshot opens it; a diff continues the book
         only when the venue's ids prove it (a rotated file); else the book is unknown again,
         exactly as the new recording starts (without a fault: no disconnect was recorded)."""
         self.at_seam = False
+        if _before(m.local_us, self.seam_ended_us):
+            # Another recording, started before the previous input ended: its rebuilt-book
+            # rows follow its own clock.
+            self.next_emit_us = 0
         if m.snapshot or m.reset or self.state != LIVE:
             # Its snapshot is not compared with the book of the other recording.
             self.last_local_us = None
@@ -459,9 +465,53 @@ class TradeAuditor(_Auditor):
         self.seqs: dict[str, Sequencer] = {}
         self.recent: deque[Any] = deque()
         self.recent_set: set[Any] = set()
+        self.last_seen_us: int | None = None
+        # After a seam: the id series whose next trade tells whether the new input continues
+        # the recording, and the receive time the previous input ended at.
+        self.at_seam = False
+        self.seam_noted = False
+        self.seam_series: set[str] = set()
+        self.seam_ended_us: int | None = None
+
+    def seam(self) -> None:
+        super().seam()
+        self.at_seam = True
+        self.seam_noted = False
+        self.seam_series = set(self.seqs)
+        self.seam_ended_us = self.last_seen_us
+
+    def _cross_seam(self, t: TradeMsg) -> None:
+        """The first trades of another input.  A series whose id chains on continues (a
+        rotated file); one whose id does not belongs to another recording and starts afresh,
+        without a gap, as a book waits for its own snapshot.  Where ids cannot tell (no ids),
+        an input that starts before the previous one ended is another recording, whose
+        repeats of that one's trades are not duplicates."""
+        ended, self.seam_ended_us = self.seam_ended_us, None
+        sequenced = self.rule.has_ids and isinstance(t.trade_id, int)
+        if not sequenced and _before(t.local_us, ended):
+            self._another_recording()
+        if t.series in self.seam_series:
+            self.seam_series.discard(t.series)
+            seq = self.seqs.get(t.series)
+            if sequenced and seq is not None and seq.last is not None and not self.rule.follows(seq.last, t):
+                self._steps(seq.flush())
+                del self.seqs[t.series]  # made afresh for this trade
+                self._another_recording()
+        self.at_seam = bool(self.seam_series)
+
+    def _another_recording(self) -> None:
+        self.recent.clear()
+        self.recent_set.clear()
+        if not self.seam_noted:
+            self.seam_noted = True
+            self._note("new_recording")
 
     def feed(self, t: TradeMsg) -> None:
         self.result.messages += 1
+        if self.at_seam:
+            self._cross_seam(t)
+        if t.local_us is not None:
+            self.last_seen_us = t.local_us
         rule = self.rule
         if not rule.has_ids or not isinstance(t.trade_id, int):
             if t.trade_id is not None and self._repeat((t.series, t.trade_id)):
@@ -543,12 +593,29 @@ class FundingAuditor(_Auditor):
     def __init__(self, key: StreamKey, rules: VenueRules, cfg: AuditConfig) -> None:
         super().__init__(key, rules, cfg)
         self.check = FundingCheck(rules.funding_interval_us, rules.funding_cap)
+        self.at_seam = False
+
+    def seam(self) -> None:
+        super().seam()
+        self.at_seam = True
 
     def feed(self, f: FundingMsg) -> None:
         self.result.messages += 1
+        if self.at_seam and f.funding_time_us is not None:
+            # Another input: it carries on the schedule, or is another recording that starts
+            # its own (a funding time from another day is not a skipped settlement).
+            self.at_seam = False
+            if not self.check.continues(f.funding_time_us):
+                self.check = FundingCheck(self.rules.funding_interval_us, self.rules.funding_cap)
+                self._note("new_recording")
         self._clock(f.local_us, f.exch_us, f.path, f.line)
         for fault, detail in self.check.check(f.funding_time_us, f.rate):
             self._find(fault, f.path, f.line, f.local_us, **detail)
+
+
+def _before(local_us: int | None, ended_us: int | None) -> bool:
+    """A message received before the previous input ended: it belongs to another recording."""
+    return local_us is not None and ended_us is not None and local_us < ended_us
 
 
 def _jsonable(value: Any) -> Any:

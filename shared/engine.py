@@ -2,7 +2,9 @@
 
 A job's plan (:mod:`shared.planning`) cuts the inputs into segments; the engine reads a
 segment's capture groups in order, each group's files merged by receive time.  Every line
-read is accounted for: applied, recorded as malformed, or counted as ignored.
+read is accounted for: applied, recorded as malformed, or counted as ignored.  The plan
+itself learns which streams a group feeds through :func:`probe_group`: the same reading, cut
+short after the head of each file, auditing nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue
 from shared.exchanges.base import Session, Venue
 from shared.formats.readers import READERS
 from shared.model import BookMsg, Channel, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
-from shared.planning import InputSummary, Plan, plan
+from shared.planning import GroupHead, InputSummary, Plan, plan
 from shared.snapshots import BookRows
 
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
@@ -59,6 +61,7 @@ class SegmentResult:
         inputs = job.segment_inputs(index)
         for i in inputs:
             i.error = f"not audited: {reason}"
+            i.audited = False
         return cls(index, inputs, [], [], dead_letter=reason)
 
     @property
@@ -114,6 +117,35 @@ def combine(job: Plan, results: Iterable[SegmentResult]) -> AuditOutcome:
     return AuditOutcome(inputs, merge_parts(parts), malformed, dead_letters, books)
 
 
+@dataclass(frozen=True, slots=True)
+class HeadLimit:
+    """How much of each file a probe reads: its first ``records`` records or about
+    ``text_bytes`` of decompressed text, whichever comes first."""
+
+    records: int = 2000
+    text_bytes: int = 4 << 20
+
+
+def probe_group(
+    group: list[str], formats: dict[str, str | None], limit: HeadLimit | None = None
+) -> GroupHead:
+    """The streams the head of capture group ``group`` feeds and the earliest receive time in it.
+
+    Read by the audit's own machinery (readers, venue detection by URL, file name and
+    message, sessions), so the plan names streams exactly as the audit will; nothing is
+    audited (``select`` only collects the keys) and each file stops after ``limit``.
+    """
+    keys: set[StreamKey] = set()
+
+    def collect(key: StreamKey) -> bool:
+        keys.add(key)
+        return False
+
+    engine = Engine(AuditConfig(), select=collect, head=limit or HeadLimit())
+    engine._run_group(group, formats, {f: InputSummary(f) for f in group})
+    return GroupHead(frozenset(keys), engine.first_us)
+
+
 class _FileContext:
     """Per-file state: the venue session and the streams it fed (for disconnects and seams)."""
 
@@ -135,6 +167,7 @@ class Engine:
         book_sink: BookSink | None = None,
         select: Callable[[StreamKey], bool] | None = None,
         until_us: int | None = None,
+        head: HeadLimit | None = None,
     ) -> None:
         self.cfg = cfg
         # Rebuilt books every ``book_interval_us``: to the given sink, else kept as rows.
@@ -144,6 +177,9 @@ class Engine:
         self.book_sink = book_sink if cfg.book_interval_us > 0 else None
         self.select = select
         self.until_us = until_us
+        # Probing (see probe_group): read only the head of each file, note the earliest time.
+        self.head = head
+        self.first_us: int | None = None
         self.books: dict[StreamKey, BookAuditor] = {}
         self.trades: dict[StreamKey, TradeAuditor] = {}
         self.funding: dict[StreamKey, FundingAuditor] = {}
@@ -180,8 +216,9 @@ class Engine:
             reader = READERS.get(fmt)
             if reader is None:
                 summaries[f].error = f"no reader for format {fmt}"
+                summaries[f].audited = False
                 continue
-            streams.append(reader(f))
+            streams.append(reader(f) if self.head is None else self._head_of(reader(f), self.head))
         records: Iterable[RawRecord]
         if len(streams) == 1:
             records = streams[0]
@@ -193,12 +230,31 @@ class Engine:
             for ctx in contexts.values():
                 if ctx.summary.error is None:
                     ctx.summary.error = f"read failed: {exc.strerror or exc}"
+                    ctx.summary.audited = False
         # The recording ends with this group: streams it fed may go on in another input.
         fed = {key for ctx in contexts.values() for key in ctx.stream_keys}
         for key in sorted(fed):
             auditor = self.books.get(key) or self.trades.get(key) or self.funding.get(key)
             if auditor is not None:
                 auditor.seam()
+
+    def _head_of(self, records: Iterator[RawRecord], limit: HeadLimit) -> Iterator[RawRecord]:
+        """The first records of one file, within ``limit``; notes the earliest receive time."""
+        count = size = 0
+        try:
+            for rec in records:
+                local = rec.local_us
+                if local is not None and (self.first_us is None or local < self.first_us):
+                    self.first_us = local
+                yield rec
+                count += 1
+                size += len(rec.raw) + 1
+                if count >= limit.records or size >= limit.text_bytes:
+                    return
+        finally:
+            close = getattr(records, "close", None)
+            if close is not None:
+                close()  # the reader's file is closed now, not when it is collected
 
     def _consume(self, records: Iterable[RawRecord], contexts: dict[str, _FileContext]) -> None:
         loads = orjson.loads

@@ -5,13 +5,22 @@ Files are recognised by content.  cryptofeed keeps a connection's REST answers a
 WebSocket messages in sibling files (``BINANCE_FUTURES.http.0.0`` and
 ``BINANCE_FUTURES.ws.1.0``): such siblings form one capture group, read merged by receive
 time so a REST snapshot meets the stream it opens.
+
+Segments are decided by content too, never by file names: the head of every capture group
+is read by the audit's own machinery to learn which streams it feeds and when its recording
+starts.  Groups that feed a common stream must be audited together (a file may continue
+another's recording, and only the ids across the cut tell), so they are one segment, read in
+order of receive time; groups that share no stream are independent and audited in parallel.
+
+Every entry found under the inputs becomes an :class:`InputSummary`, including the ones that
+cannot be read (a name that is not valid UTF-8, no permission, a broken link, a directory that
+cannot be listed): those are marked ``audited=False`` with the reason, never skipped in silence.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,10 +28,15 @@ from typing import Any
 from shared.errors import InputError
 from shared.formats.detect import detect
 from shared.formats.lines import TruncatedInput
+from shared.model import StreamKey
 
 
 @dataclass(slots=True)
 class InputSummary:
+    """One input as the report lists it.  ``audited`` is False for an input that was found but
+    could not be read at all (``error`` says why); a file that was read and is not a capture
+    stays ``audited`` with its ``error``."""
+
     path: str
     sha256: str = ""
     format: str | None = None
@@ -30,6 +44,7 @@ class InputSummary:
     malformed: int = 0
     ignored: int = 0
     error: str | None = None
+    audited: bool = True
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputSummary:
@@ -41,6 +56,7 @@ class InputSummary:
             data["malformed"],
             data["ignored"],
             data.get("error"),
+            data.get("audited", True),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -51,25 +67,116 @@ class InputSummary:
             "malformed": self.malformed,
             "format": self.format,
             "ignored": self.ignored,
+            "audited": self.audited,
         }
         if self.error is not None:
             out["error"] = self.error
         return out
 
 
-def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Files under ``paths`` (directories recursed, sorted); raises InputError for a missing path."""
-    out: list[str] = []
+# -- finding the inputs --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """An entry found under the inputs: a file to read, or (``problem`` set) one that cannot be."""
+
+    path: str
+    problem: str | None = None
+
+
+def expand_paths(paths: Iterable[str]) -> list[Found]:
+    """Everything under ``paths`` (directories recursed, links to directories followed once,
+    entries sorted by name, hidden ones left out), each path once.  A directory that cannot be
+    listed is an entry with its problem; a missing top-level path raises :class:`InputError`."""
+    out: list[Found] = []
+    visited: set[tuple[int, int]] = set()
     for p in paths:
         if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                out.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith("."))
+            _walk(p, out, visited)
         elif os.path.exists(p):
-            out.append(p)
+            out.append(Found(p))
+        elif os.path.lexists(p):
+            raise InputError(p, "broken symbolic link (its target does not exist)")
         else:
             raise InputError(p, "no such file or directory")
-    return out
+    seen: set[str] = set()
+    unique: list[Found] = []
+    for entry in out:
+        if entry.path not in seen:
+            seen.add(entry.path)
+            unique.append(entry)
+    return unique
+
+
+def _walk(top: str, out: list[Found], visited: set[tuple[int, int]]) -> None:
+    """Append the entries under directory ``top`` to ``out``, in a fixed order.  A directory
+    reached twice (a link back up the tree, two links to one place) is read once."""
+
+    def unreadable(exc: OSError) -> None:
+        reason = exc.strerror or str(exc)
+        problem = f"cannot read this directory ({reason}); the files in it were not audited"
+        out.append(Found(exc.filename or top, problem))
+
+    def first_visit(path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return True  # os.walk reports it
+        ident = (st.st_dev, st.st_ino)
+        if ident in visited:
+            return False
+        visited.add(ident)
+        return True
+
+    if not first_visit(top):
+        return
+    for root, dirs, files in os.walk(top, onerror=unreadable, followlinks=True):
+        out.extend(
+            sorted((Found(os.path.join(root, f)) for f in files if not f.startswith(".")), key=_by_path)
+        )
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and first_visit(os.path.join(root, d)))
+
+
+def _by_path(entry: Found) -> str:
+    return entry.path
+
+
+def shown_path(path: str) -> str:
+    """``path`` as valid UTF-8 text: a name that is not valid UTF-8 shows its odd bytes as
+    ``\\xNN`` escapes, so a report (JSON) can still name it."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _name_problem(path: str) -> str | None:
+    """Why ``path`` is not read because of its name (not valid UTF-8), or None."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        return None
+    try:
+        os.path.basename(path).encode("utf-8")
+    except UnicodeEncodeError:
+        what = "file"
+    else:
+        what = "directory it is in"
+    return (
+        f"the name of the {what} is not valid UTF-8, so the file was not read (the report and "
+        f"its findings could not name it exactly); rename the {what} to audit it"
+    )
+
+
+def _kind_problem(path: str) -> str | None:
+    """Why ``path`` is not a file that can be read (a broken link, a pipe...), or None."""
+    if os.path.isfile(path):
+        return None
+    if not os.path.lexists(path):
+        return "no longer exists (removed while the audit was starting)"
+    if os.path.islink(path) and not os.path.exists(path):
+        return "broken symbolic link (its target does not exist)"
+    return "not a regular file (a pipe, socket or device)"
 
 
 def sha256_of(path: str) -> str:
@@ -77,19 +184,30 @@ def sha256_of(path: str) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-_DIGITS = re.compile(r"[0-9]+")
+def summarise(entry: Found) -> tuple[InputSummary, str | None]:
+    """The summary of one entry and its capture format (None when it is not to be read)."""
+    summary = InputSummary(shown_path(entry.path))
+    problem = entry.problem or _name_problem(entry.path) or _kind_problem(entry.path)
+    if problem is not None:
+        summary.audited = False
+        summary.error = problem
+        return summary, None
+    try:
+        summary.sha256 = sha256_of(entry.path)
+        summary.format = detect(entry.path)
+    except OSError as exc:
+        summary.audited = False
+        summary.error = f"cannot read: {exc.strerror or exc}"
+        return summary, None
+    except TruncatedInput as exc:
+        summary.error = str(exc)
+        return summary, None
+    if summary.format is None:
+        summary.error = "not a recognised capture format"
+    return summary, summary.format
 
 
-def rotation_segments(groups: Sequence[list[str]]) -> list[list[list[str]]]:
-    """Capture groups that continue each other: one directory, names equal but for their
-    digits (``btcusdt_20240808.gz``, ``btcusdt_20240809.gz``).  Segments are independent
-    recordings; a stream fed by several segments is the sum of independent audits."""
-    segments: dict[tuple[str, str], list[list[str]]] = {}
-    for group in groups:
-        first = group[0]
-        pattern = _DIGITS.sub("#", os.path.basename(first).split(".", 1)[0])
-        segments.setdefault((os.path.dirname(first), pattern), []).append(group)
-    return list(segments.values())
+# -- cutting the captures into segments ----------------------------------------------------
 
 
 def capture_groups(files: Sequence[str], formats: dict[str, str | None]) -> list[list[str]]:
@@ -108,10 +226,53 @@ def capture_groups(files: Sequence[str], formats: dict[str, str | None]) -> list
     return [groups[k] for k in order]
 
 
+@dataclass(frozen=True, slots=True)
+class GroupHead:
+    """What the head of a capture group shows: the streams it feeds and the earliest receive
+    time read (None when its format carries none)."""
+
+    keys: frozenset[StreamKey]
+    first_us: int | None
+
+
+def segments_of(groups: Sequence[list[str]], heads: Sequence[GroupHead]) -> list[list[list[str]]]:
+    """Capture groups that feed a common stream, directly or through other groups, form one
+    segment; a group that feeds none is a segment of its own.  Inside a segment the groups are
+    read in order of their first receive time, then path (groups without one last, by path), so
+    a recording split into files is read in the order it was recorded, whatever the files are
+    called.  Segments come in the order of their first group in ``groups``."""
+    parent = list(range(len(groups)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[StreamKey, int] = {}
+    for i, head in enumerate(heads):
+        for key in head.keys:
+            a, b = root(i), root(owner.setdefault(key, i))
+            if a != b:
+                parent[max(a, b)] = min(a, b)  # the root stays the segment's first group
+    members: dict[int, list[int]] = {}
+    for i in range(len(groups)):
+        members.setdefault(root(i), []).append(i)
+    return [
+        [groups[i] for i in sorted(members[r], key=lambda i: _read_order(groups[i], heads[i]))]
+        for r in sorted(members)
+    ]
+
+
+def _read_order(group: list[str], head: GroupHead) -> tuple[bool, int, str]:
+    return (head.first_us is None, head.first_us or 0, group[0])
+
+
 @dataclass(slots=True)
 class Plan:
-    """What a job reads: every input file (recognised or not) and the segments of captures,
-    each an ordered list of capture groups.  Segments are independent units of work."""
+    """What a job reads: every input found (recognised, not a capture, or not readable) and the
+    segments of captures, each an ordered list of capture groups.  Segments are independent
+    units of work."""
 
     inputs: list[InputSummary]
     formats: dict[str, str | None]
@@ -124,29 +285,18 @@ class Plan:
 
 
 def plan(paths: Sequence[str]) -> Plan:
-    """Recognise every file under ``paths`` and cut the captures into segments."""
-    files = expand_paths(paths)
-    formats: dict[str, str | None] = {}
+    """Recognise every file under ``paths``, probe the head of each capture group and cut the
+    captures into segments (see :func:`segments_of`)."""
+    # The probe reads with the engine, which imports this module: import it when planning.
+    from shared.engine import probe_group
+
     inputs: list[InputSummary] = []
-    for f in files:
-        summary = InputSummary(f)
+    formats: dict[str, str | None] = {}
+    for entry in expand_paths(paths):
+        summary, fmt = summarise(entry)
         inputs.append(summary)
-        formats[f] = None
-        if not os.path.isfile(f):
-            summary.error = "not a regular file (broken link, pipe or device)"
-            continue
-        try:
-            summary.sha256 = sha256_of(f)
-            summary.format = formats[f] = detect(f)
-        except OSError as exc:
-            summary.error = f"cannot read: {exc.strerror or exc}"
-            formats[f] = None
-            continue
-        except TruncatedInput as exc:
-            summary.error = str(exc)
-            formats[f] = None
-            continue
-        if summary.format is None:
-            summary.error = "not a recognised capture format"
-    groups = capture_groups([f for f in files if formats.get(f) not in (None, "empty")], formats)
-    return Plan(inputs, formats, rotation_segments(groups))
+        formats[summary.path] = fmt
+    captures = [i.path for i in inputs if formats[i.path] not in (None, "empty")]
+    groups = capture_groups(captures, formats)
+    heads = [probe_group(group, formats) for group in groups]
+    return Plan(inputs, formats, segments_of(groups, heads))

@@ -18,11 +18,13 @@ def _book(outcome):  # type: ignore[no-untyped-def]
     return next(s for s in outcome.streams if tuple(s.key) == KEY)
 
 
-def _split(tmp_path: Path, names: tuple[str, str]) -> None:
+def _split(tmp_path: Path, names: tuple[str, str], lost: int = 0) -> None:
+    """The capture cut in two files; ``lost`` lines after the cut are in neither (the second
+    file is then another recording, started later, whatever the files are called)."""
     with gzip.open(USDM, "rb") as fh:
         lines = fh.read().split(b"\n")[:-1]
     half = len(lines) // 2
-    for name, part in zip(names, (lines[:half], lines[half:]), strict=True):
+    for name, part in zip(names, (lines[:half], lines[half + lost :]), strict=True):
         with gzip.open(tmp_path / name, "wb") as fh:
             fh.write(b"\n".join(part) + b"\n")
 
@@ -40,7 +42,7 @@ def test_a_rotated_capture_continues_across_files(tmp_path: Path) -> None:
 
 
 def test_files_of_different_recordings_are_audited_apart(tmp_path: Path) -> None:
-    _split(tmp_path, ("btcusdt_20240808.gz", "other_capture.gz"))
+    _split(tmp_path, ("btcusdt_20240808.gz", "btcusdt_20240809.gz"), lost=3000)
     book = _book(Engine(AuditConfig()).run([str(tmp_path)]))
     assert book.faults["gap"] == 0 and book.notes["before_snapshot"] > 1000  # the second waits for a snapshot
     at = 1723161600_000_000  # inside the second file, which never had a snapshot

@@ -65,3 +65,12 @@ class FundingCheck:
                     )
         self.last_time = funding_time_us
         return out
+
+    def continues(self, funding_time_us: int) -> bool:
+        """Whether a funding time read from another input carries on this schedule (the same
+        or the next settlement) rather than starting another recording of the stream."""
+        last = self.last_time
+        if last is None:
+            return True
+        step = funding_time_us - last
+        return step >= 0 and (self.interval_us is None or step <= self.interval_us)
