@@ -25,8 +25,9 @@ SOURCE = ROOT / "tests" / "data" / "hftbacktest" / "usdm" / "btcusdt_20240808.gz
 OUT = ROOT / "bench" / "out"
 
 
-def build_capture(copies: int, dest: Path) -> tuple[int, int, float]:
-    """Write the benchmark capture; return (depth messages, level updates, seconds it spans)."""
+def build_capture(copies: int, dest: Path, symbol: str | None = None) -> tuple[int, int, float]:
+    """Write the benchmark capture (gzip when ``dest`` ends in ``.gz``, else plain text), as
+    BTCUSDT or as ``symbol``; return (depth messages, level updates, seconds it spans)."""
     snapshot: bytes | None = None
     diffs: list[tuple[int, dict]] = []
     last_id = None
@@ -47,11 +48,17 @@ def build_capture(copies: int, dest: Path) -> tuple[int, int, float]:
     id_step = last_u - first_pu
     ns_step = diffs[-1][0] - diffs[0][0] + 1_000_000
     messages = levels = 0
-    with gzip.open(dest, "wb", compresslevel=1) as out:
+    stream = None
+    if symbol is not None:
+        stream = diffs[0][1]["stream"].replace("btcusdt", symbol.lower(), 1)
+    gz = dest.suffix == ".gz"
+    with gzip.open(dest, "wb", compresslevel=1) if gz else open(dest, "wb") as out:
         out.write(snapshot)
         for k in range(copies):
             for ts, obj in diffs:
                 d = dict(obj["data"])
+                if symbol is not None:
+                    d["s"] = symbol
                 if k:
                     d["U"] += k * id_step
                     d["u"] += k * id_step
@@ -59,7 +66,9 @@ def build_capture(copies: int, dest: Path) -> tuple[int, int, float]:
                     d["E"] += k * ns_step // 1_000_000
                     d["T"] += k * ns_step // 1_000_000
                 out.write(
-                    b"%d " % (ts + k * ns_step) + orjson.dumps({"stream": obj["stream"], "data": d}) + b"\n"
+                    b"%d " % (ts + k * ns_step)
+                    + orjson.dumps({"stream": stream or obj["stream"], "data": d})
+                    + b"\n"
                 )
                 messages += 1
                 levels += len(d["b"]) + len(d["a"])

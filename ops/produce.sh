@@ -5,10 +5,11 @@
 # is skipped because its captures are still being written.  A day whose
 # REPORTS/<day>/metrics.prom exists is done and skipped.
 #
-# `retape produce` serves the day's input bytes to the workers until every family has a
-# result, so days run one after another.  Running it again on a day is safe: a finished job
-# is not submitted again, a job another producer serves is left to it, and a job left
-# unfinished (this producer was killed) is resumed; a job Redis lost is submitted afresh.
+# `retape produce` serves the day's input bytes to the workers until every segment is
+# finished, so days run one after another.  Running it again on a day is safe: a finished job
+# whose outputs are there is not submitted again, a job another producer serves is left to
+# it, and a job left unfinished (this producer was killed) is resumed; a job Redis lost is
+# submitted afresh.
 #
 # Environment: LANDING (/data), REPORTS (/out), PRODUCE_EVERY_S (3600), REDIS_URL;
 # PRODUCE_ONCE=1 makes one pass and exits 1 if a run failed; RETAPE_BIN (retape).
@@ -43,7 +44,7 @@ one_pass() {
         [[ -e $REPORTS/$day/metrics.prom ]] && continue
         log "$day: producing"
         if "$RETAPE_BIN" produce "$LANDING/$day" --out "$REPORTS/$day"; then
-            log "$day: every family has its result"
+            log "$day: every segment is finished"
         else
             log "$day: retape produce failed; retried on the next pass"
             failed=1

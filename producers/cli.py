@@ -6,8 +6,10 @@ Every command prints one clear line and exits 2 on a usage error or an unreadabl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -15,12 +17,22 @@ from typing import Any, NoReturn
 import orjson
 
 from shared.auditors import AuditConfig
-from shared.errors import InputError, RetapeError, UsageError
+from shared.errors import (
+    BrokerLost,
+    BrokerUnreachable,
+    InputError,
+    JobIncomplete,
+    PipelineError,
+    RetapeError,
+    UsageError,
+)
 from shared.formats.timestamps import iso_to_us
 
 EXIT_OK = 0
 EXIT_BELOW_THRESHOLD = 1
 EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3  # an input was found but not audited (or the command could not finish)
+EXIT_INTERRUPTED = 130
 MAX_AT_US = 253402300800 * 1_000_000  # 10000-01-01T00:00:00Z
 
 
@@ -88,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="local worker processes (default: the CPU count without a broker, none with one)",
     )
     audit.add_argument(
+        "--timeout",
+        type=_non_negative_float,
+        metavar="S",
+        help="give up after S seconds (exit 3; what finished is written, the rest marked not audited)",
+    )
+    audit.add_argument(
         "--in-process",
         action="store_true",
         help="no broker and no workers: run the engine in this process (debugging, profiling)",
@@ -119,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, metavar="DIR", help="where the aggregator writes the results"
     )
     produce.add_argument("--broker", help="Redis URL (default REDIS_URL)")
+    produce.add_argument(
+        "--timeout", type=_non_negative_float, metavar="S", help="give up after S seconds (exit 3)"
+    )
     _audit_options(produce)
 
     status = sub.add_parser("status", help="print a job's progress as JSON")
@@ -165,62 +186,107 @@ def _config(args: argparse.Namespace) -> AuditConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; whatever happens, one clear line on standard error, never a traceback."""
     args = build_parser().parse_args(argv)
+    previous = _terminate_as_interrupt()
     try:
-        if args.command == "audit":
-            return cmd_audit(args)
-        if args.command == "book":
-            return cmd_book(args)
-        if args.command == "checksum":
-            return cmd_checksum(args)
-        if args.command == "worker":
-            return cmd_worker(args)
-        if args.command == "produce":
-            return cmd_produce(args)
-        if args.command == "status":
-            return cmd_status(args)
-    except (UsageError, InputError) as exc:
-        print(f"retape: error: {exc}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except (UsageError, InputError, BrokerUnreachable) as exc:
+        _error(str(exc))
         return EXIT_USAGE
-    except RetapeError as exc:
-        print(f"retape: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except JobIncomplete as exc:
+        _error(str(exc))
+        return EXIT_INCOMPLETE
     except KeyboardInterrupt:
-        print("retape: interrupted", file=sys.stderr)
-        return 130
-    return EXIT_USAGE
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`retape ... | head`): nothing left to say.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except RetapeError as exc:
+        _error(str(exc))
+        return EXIT_INCOMPLETE
+    except Exception as exc:
+        where = _save_traceback()
+        _error(f"internal error: {type(exc).__name__}: {exc} (details in {where}; please report it)")
+        return EXIT_INCOMPLETE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"retape: error: {message}\n" if message != "interrupted" else "retape: interrupted\n")
+    sys.stderr.flush()
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM stops the command as Ctrl-C does: local workers and broker are stopped."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _save_traceback() -> str:
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="retape-crash-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        traceback.print_exc(file=fh)
+    return path
 
 
 def _check_paths(paths: Sequence[str]) -> None:
     for p in paths:
+        if not os.path.lexists(p):
+            raise InputError(_shown(p), "no such file or directory")
         if not os.path.exists(p):
-            raise InputError(p, "no such file or directory")
+            raise InputError(_shown(p), "a broken symbolic link")
         if not os.access(p, os.R_OK):
-            raise InputError(p, "not readable")
+            raise InputError(_shown(p), "not readable (permission denied)")
+
+
+def _shown(path: str) -> str:
+    """A path as it can be printed (a name that is not valid UTF-8 is escaped)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from shared.report import write_outputs
+    from shared.outdir import OutputDir
 
     _check_paths(args.paths)
     cfg = _config(args)
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--out {args.out}: cannot create ({exc.strerror})") from None
     url = args.broker or os.environ.get("REDIS_URL")
-    if args.in_process:
-        if args.broker or args.workers:
-            raise UsageError("--in-process runs no broker and no workers: drop --broker/--workers")
-        from shared.engine import Engine
+    if args.in_process and (args.broker or args.workers):
+        raise UsageError("--in-process runs no broker and no workers: drop --broker/--workers")
+    if not args.in_process and not url and args.workers == 0:
+        raise UsageError("--workers 0 without a broker: nothing would run the job (see --in-process)")
+    out = os.path.abspath(args.out)
+    folder = OutputDir(out)
+    folder.check_writable()
+    with folder.lock():
+        if args.in_process:
+            from shared.engine import Engine
+            from shared.report import write_outputs
 
-        report = write_outputs(Engine(cfg).run(args.paths), args.out)
-    else:
-        if not url and args.workers == 0:
-            raise UsageError("--workers 0 without a broker: nothing would run the job (see --in-process)")
-        report = _distributed_audit(args, cfg, url)
+            report = write_outputs(Engine(cfg).run(args.paths), out)
+        else:
+            report = _distributed_audit(args, cfg, url, out)
     if not args.quiet:
         print_summary(report, args.out, verbose=args.verbose)
+    missing = _not_audited(report)
+    if missing:
+        for entry in missing:
+            reason = str(entry.get("error") or "unknown reason").removeprefix("not audited: ")
+            sys.stderr.write(f"retape: not audited: {entry['path']}: {reason}\n")
+        sys.stderr.write(
+            f"retape: {len(missing)} input(s) were not audited; report.json marks them (exit status 3)\n"
+        )
+        return EXIT_INCOMPLETE
     if args.fail_under is not None:
         below = [s for s in report["streams"] if s["integrity_score"] < args.fail_under]
         if below:
@@ -230,27 +296,91 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _distributed_audit(args: argparse.Namespace, cfg: AuditConfig, url: str | None) -> dict[str, Any]:
+def _not_audited(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i for i in report["inputs"] if i.get("audited") is False]
+
+
+def _distributed_audit(
+    args: argparse.Namespace, cfg: AuditConfig, url: str | None, out: str
+) -> dict[str, Any]:
     """Run the audit as a job: on ``url`` (its workers, plus ``--workers`` local ones), or on
     an embedded broker with local workers (the CPU count unless ``--workers``)."""
-    from contextlib import ExitStack
+    import redis
 
-    from producers.local import EmbeddedBroker, LocalWorkers
-    from producers.run import run_job
+    from producers.local import EmbeddedBroker, LocalWorkers, RunDir
+    from producers.run import Submitter, Waiting, connect, lost, write_not_audited
+    from shared.audit_job import plan_audit
+    from shared.jobflow import Outcome
+    from shared.jobs import Writer
 
-    out = os.path.abspath(args.out)
-    progress = not (args.no_progress or args.quiet)
-    with ExitStack() as stack:
-        if not url:
-            url = stack.enter_context(EmbeddedBroker()).url
-            count = args.workers if args.workers is not None else (os.cpu_count() or 1)
-        else:
-            count = args.workers or 0
-        workers = stack.enter_context(LocalWorkers(url, count)) if count else None
-        run_job(url, args.paths, cfg, out, progress, alive=workers.check if workers else None)
-    with open(os.path.join(out, "report.json"), "rb") as fh:
-        report: dict[str, Any] = orjson.loads(fh.read())
-    return report
+    embedded = not url
+    count = (
+        (args.workers if args.workers is not None else (os.cpu_count() or 1))
+        if embedded
+        else (args.workers or 0)
+    )
+    run_dir = RunDir()
+    workers: LocalWorkers | None = None
+    broker: EmbeddedBroker | None = None
+    failed = True
+    try:
+        if embedded:
+            broker = EmbeddedBroker(run_dir.broker_dir).start()
+            url = broker.url
+        assert url is not None
+        client = connect(url)
+        if count:
+            workers = LocalWorkers(url, count, run_dir.workers_log, embedded=embedded).start()
+        job, plan = plan_audit(args.paths, cfg, out, Writer.SUBMITTER)
+        submitter = Submitter(client, url, job, plan)
+        how = Waiting(
+            progress=not (args.no_progress or args.quiet),
+            timeout_s=args.timeout,
+            alive=workers.check if workers is not None else None,
+        )
+        try:
+            submission = submitter.submit(Writer.SUBMITTER, rerun_done=True)
+            if submission.outcome is Outcome.SERVED_ELSEWHERE:
+                raise UsageError(
+                    f"job {job} is being run by another retape command (same inputs, options and --out)"
+                )
+            try:
+                submitter.wait_for_segments(how)
+                report = submitter.collect(out)
+            except (JobIncomplete, PipelineError) as exc:
+                if isinstance(exc, BrokerLost):
+                    raise
+                report = submitter.collect_partial(out, str(exc))
+            submitter.release()
+        except (redis.ConnectionError, redis.TimeoutError, BrokerLost) as exc:
+            problem = exc if isinstance(exc, BrokerLost) else lost(url, job, exc)
+            _error(str(problem))
+            report = write_not_audited(plan, out, "the broker was lost while the job ran")
+        except KeyboardInterrupt:
+            _cancel_quietly(submitter)
+            raise
+        failed = bool(_not_audited(report))
+        return report
+    finally:
+        if workers is not None:
+            workers.stop(fast=embedded or failed)
+        if broker is not None:
+            broker.stop()
+        if failed and workers is not None and os.path.exists(run_dir.workers_log):
+            kept = run_dir.keep_log(os.path.join(out, "retape-workers.log"))
+            if kept:
+                sys.stderr.write(f"retape: the local workers' log is kept in {kept}\n")
+        run_dir.remove()
+
+
+def _cancel_quietly(submitter: Any) -> None:
+    """Ctrl-C: tell the broker the job is abandoned, if it answers at once."""
+    from shared.jobflow import cancel
+
+    with contextlib.suppress(Exception):
+        submitter.client.connection_pool.connection_kwargs["socket_timeout"] = 0.5
+        cancel(submitter.store)
+        submitter.release()
 
 
 SUMMARY_ROWS = 25
@@ -262,7 +392,10 @@ def print_summary(report: dict[str, Any], out_dir: str, verbose: bool = False) -
     lines_total = sum(i["lines"] for i in inputs)
     print(f"retape audit: {len(inputs)} input file(s), {lines_total} lines, {report['malformed']} malformed")
     for i in inputs:
-        if i.get("error"):
+        if i.get("audited") is False:
+            reason = str(i.get("error") or "unknown reason").removeprefix("not audited: ")
+            print(f"  not audited: {i['path']}: {reason}")
+        elif i.get("error"):
             print(f"  skipped {i['path']}: {i['error']}")
     streams = report["streams"]
     if not streams:
@@ -315,55 +448,87 @@ def _broker(args: argparse.Namespace) -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """Become a Celery worker of the workers' app (``celery -A workers.app worker``): exec'd,
+    so signals (a warm shutdown on SIGTERM) reach Celery itself."""
+    from producers.run import connect
     from shared.queues import parse_queues
-    from workers.app import create_app
 
     try:
         queues = parse_queues(args.queues)
     except ValueError as exc:
         raise UsageError(f"--queues: {exc}") from None
-    app = create_app(_broker(args))
-    app.worker_main(["worker", "-Q", ",".join(queues), "--concurrency", str(args.concurrency), "-l", "info"])
-    return EXIT_OK
+    url = _broker(args)
+    connect(url)  # a clear error now rather than Celery's retries
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--queues", ",".join(queues)]
+    argv += ["--concurrency", str(args.concurrency), "--loglevel", "INFO"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, {**os.environ, "REDIS_URL": url})
+    return EXIT_OK  # not reached
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
     import redis
 
-    from producers.run import job_vanished, lost_broker, serve
-    from producers.submit import DONE, SERVED_ELSEWHERE, submit
-    from shared import keys
+    from producers.run import Submitter, Waiting, connect, lost
+    from shared.audit_job import plan_audit
+    from shared.jobflow import Outcome
+    from shared.jobs import Writer
+    from shared.outdir import OutputDir
 
     _check_paths(args.paths)
     url = _broker(args)
-    jid = ""
+    out = os.path.abspath(args.out)
+    OutputDir(out).check_writable()
+    client = connect(url)
+    job, plan = plan_audit(args.paths, _config(args), out, Writer.AGGREGATOR)
+    print(job, flush=True)
+    submitter = Submitter(client, url, job, plan)
     try:
-        sub = submit(url, args.paths, _config(args), os.path.abspath(args.out))
-        jid = sub.job
-        print(sub.job, flush=True)
-        if sub.outcome == DONE:
-            print(f"retape: job {sub.job} was already done: nothing new", file=sys.stderr)
-        elif sub.outcome == SERVED_ELSEWHERE:
-            print(f"retape: job {sub.job} is being served by another producer: nothing new", file=sys.stderr)
-        else:
-            # The workers read the inputs through the broker: serve them until every
-            # segment has its result (the aggregator then writes the outputs).
-            client = redis.Redis.from_url(url)
-            serve(client, sub)
-            if not client.exists(keys.job(sub.job)):
-                raise job_vanished(sub.job)
+        submission = submitter.submit(Writer.AGGREGATOR, rerun_done=not _outputs_present(out))
+        if submission.outcome is Outcome.DONE:
+            sys.stderr.write(
+                f"retape: job {job} was already done and its outputs are in {out}: nothing new\n"
+            )
+            return EXIT_OK
+        if submission.outcome is Outcome.SERVED_ELSEWHERE:
+            sys.stderr.write(f"retape: job {job} is being served by another producer: nothing new\n")
+            return EXIT_OK
+        if submission.outcome is Outcome.RESUMED:
+            sys.stderr.write(f"retape: job {job} was left unfinished by its producer: taking it over\n")
+        # The workers read the inputs through the broker (or from this disk): serve them
+        # until every segment is finished; the aggregator then writes the outputs.
+        try:
+            submitter.wait_for_segments(Waiting(timeout_s=args.timeout))
+        except JobIncomplete:
+            from shared.jobflow import cancel
+
+            cancel(submitter.store)
+            raise
+        finally:
+            submitter.release()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise lost_broker(url, jid, exc) from None
+        raise lost(url, job, exc) from None
     return EXIT_OK
+
+
+def _outputs_present(out: str) -> bool:
+    from shared.report import AUDIT_DIR, MANIFEST_NAME, REPORT_NAME
+
+    return os.path.isfile(os.path.join(out, REPORT_NAME)) and os.path.isfile(
+        os.path.join(out, AUDIT_DIR, MANIFEST_NAME)
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     import redis
 
-    from producers.submit import status
+    from producers.run import connect
+    from shared.jobstore import JobStore
 
+    client = connect(_broker(args))
     try:
-        got = status(redis.Redis.from_url(_broker(args)), args.job)
+        got = JobStore(client, args.job).status()
     except redis.RedisError as exc:
         raise UsageError(f"broker unreachable: {exc}") from None
     sys.stdout.write(orjson.dumps(got).decode() + "\n")
@@ -392,6 +557,16 @@ def cmd_checksum(args: argparse.Namespace) -> int:
         raise UsageError('the book must be {"bids": [[price, qty], ...], "asks": [...]}')
     print(book_checksum(args.exchange, book.get("bids", []), book.get("asks", [])))
     return EXIT_OK
+
+
+COMMANDS = {
+    "audit": cmd_audit,
+    "book": cmd_book,
+    "checksum": cmd_checksum,
+    "worker": cmd_worker,
+    "produce": cmd_produce,
+    "status": cmd_status,
+}
 
 
 if __name__ == "__main__":

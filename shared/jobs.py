@@ -1,45 +1,249 @@
-"""Jobs: a plan with an id that depends only on what is audited and how.
+"""Jobs of any kind: their states, names, ids and the protocol a kind implements.
 
-Pure: turning a plan into JSON and back, and the job id.  Submitting and running live in
-``producers`` and ``workers``.
+Pure: no Redis, no Celery.  The Redis side is :mod:`shared.jobstore`, the flow over it
+:mod:`shared.jobflow`; Celery tasks (:mod:`workers.tasks`) only wire them.
+
+Every kind of work has the same four steps: **plan** the segments (the units of work),
+**run** one segment, **combine** the segments' results, **write** the outputs.  A segment
+may go through *stages*: stage 0 runs it; a stage may ask for sub-tasks (fills to fetch,
+LLM calls to make), and when all of them have answered (a barrier in Redis, tripped by the
+last one) the next stage continues with their results.  Each stage's result is written
+once, so a redelivered task changes nothing, and the highest stage's result supersedes
+the earlier ones.  A segment is finished when a stage returns no sub-tasks.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
-from typing import Any
+import importlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
 
 import orjson
 
-from shared.auditors import AuditConfig
-from shared.planning import InputSummary, Plan
+from shared.queues import Queue
+
+# A block source: path -> the file's stored (possibly compressed) bytes, in blocks.
+BlockSource = Callable[[str], Iterable[bytes]]
 
 
-def job_id(job: Plan, cfg: AuditConfig, out_dir: str) -> str:
-    """Same inputs (by content), options and output directory, same id: a second submission
-    is the same job."""
-    basis = {
-        "inputs": sorted([i.path, i.sha256] for i in job.inputs),
-        "config": asdict(cfg),
-        "out": out_dir,
-    }
-    return hashlib.sha256(orjson.dumps(basis, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+class JobState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"  # the outputs are written
+    FAILED = "failed"  # the outputs could not be written (the aggregation was dead-lettered)
+    CANCELLED = "cancelled"  # the submitter gave up (Ctrl-C, --timeout); queued tasks do nothing
 
 
-def plan_to_json(job: Plan, cfg: AuditConfig, out_dir: str) -> bytes:
-    return orjson.dumps(
-        {
-            "inputs": [i.as_json() for i in job.inputs],
-            "formats": job.formats,
-            "segments": job.segments,
-            "config": asdict(cfg),
-            "out": out_dir,
-        }
-    )
+FINISHED_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
 
-def plan_from_json(raw: bytes | str) -> tuple[Plan, AuditConfig, str]:
-    data: dict[str, Any] = orjson.loads(raw)
-    job = Plan([InputSummary.from_json(i) for i in data["inputs"]], data["formats"], data["segments"])
-    return job, AuditConfig(**data["config"]), data["out"]
+class Writer(StrEnum):
+    """Who combines the results and writes the outputs once every segment is finished."""
+
+    SUBMITTER = "submitter"  # `retape audit`: the command that waits, into its own --out
+    AGGREGATOR = "aggregator"  # `retape produce`: an aggregate task, into the job's --out
+
+
+class Field(StrEnum):
+    """Fields of the job's hash in Redis."""
+
+    KIND = "kind"
+    STATE = "state"
+    WRITER = "writer"
+    OUT = "out"
+    TOTAL = "total"  # segments
+    DONE = "done"  # segments finished
+    STARTED = "started"  # task starts of any kind (has a worker taken anything?)
+    MESSAGES = "messages"  # messages read by finished segments (progress)
+    DEAD = "dead"  # tasks of the job dead-lettered
+    ATTEMPT = "attempt"  # how many times the job was submitted or taken over
+    ERROR = "error"
+
+
+class TaskName(StrEnum):
+    SEGMENT = "retape.segment"  # (job, segment, stage): run or continue one segment
+    SUBTASK = "retape.subtask"  # (job, segment, stage, n): one sub-task of a stage
+    AGGREGATE = "retape.aggregate"  # (job,): combine and write, for Writer.AGGREGATOR
+
+
+class Event(StrEnum):
+    """What the submitter waiting on a job is told (a list in Redis)."""
+
+    SEGMENTS_DONE = "segments-done"
+    DONE = "done"
+    FAILED = "failed"
+
+
+# -- ids -------------------------------------------------------------------------------
+
+
+def job_id(kind: str, basis: Any) -> str:
+    """The id of a job: its kind and everything that decides its outputs (inputs by content,
+    options, output directory).  The same submission twice is the same job."""
+    data = orjson.dumps({"kind": kind, "basis": basis}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _attempt(attempt: int) -> str:
+    return "" if attempt <= 1 else f":t{attempt}"
+
+
+def segment_task_id(queue: str, job: str, segment: int, stage: int, attempt: int = 1) -> str:
+    """``book:<job>:<segment>`` for stage 0 of a first submission; later stages add ``:s<n>``
+    and takeovers ``:t<n>`` (a fresh redelivery count)."""
+    stage_part = f":s{stage}" if stage else ""
+    return f"{queue}:{job}:{segment}{stage_part}{_attempt(attempt)}"
+
+
+def subtask_id(queue: str, job: str, segment: int, stage: int, sub: int, attempt: int = 1) -> str:
+    return f"{queue}:{job}:{segment}:s{stage}:{sub}{_attempt(attempt)}"
+
+
+def aggregate_task_id(job: str, attempt: int = 1) -> str:
+    return f"aggregate:{job}{_attempt(attempt)}"
+
+
+# -- plans -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """An input file a job reads, as the producer saw it: workers on the producer's disk
+    read it directly when it still has this size and time; others ask the producer."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    gzip: bool
+
+    def as_json(self) -> list[Any]:
+        return [self.path, self.sha256, self.size, self.mtime_ns, self.gzip]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Any]) -> FileRef:
+        path, sha, size, mtime_ns, gz = data
+        return cls(str(path), str(sha), int(size), int(mtime_ns), bool(gz))
+
+
+@dataclass(slots=True)
+class JobPlan:
+    """What a job does, as stored in Redis: its kind, the files it reads (for the data
+    path), how many segments it has, and the kind's own plan (``body``, JSON)."""
+
+    kind: str
+    segments: int
+    files: list[FileRef]
+    body: Any
+    out: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "kind": self.kind,
+                "segments": self.segments,
+                "files": [f.as_json() for f in self.files],
+                "body": self.body,
+                "out": self.out,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> JobPlan:
+        data = orjson.loads(raw)
+        files = [FileRef.from_json(f) for f in data["files"]]
+        return cls(data["kind"], int(data["segments"]), files, data["body"], data["out"])
+
+
+# -- stages ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubTask:
+    """One piece of work a stage waits for; ``args`` are references (JSON), never bulk data."""
+
+    queue: Queue
+    args: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What running a stage of a segment gave: its result (JSON bytes, written once) and the
+    sub-tasks the next stage waits for (none: the result is the segment's final one)."""
+
+    result: bytes
+    subtasks: tuple[SubTask, ...] = ()
+    messages: int = 0  # for progress
+
+    @property
+    def final(self) -> bool:
+        return not self.subtasks
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentContext:
+    """What a worker gives a kind to run a segment: where the input bytes come from."""
+
+    blocks: BlockSource
+
+
+class JobKind(Protocol):
+    """A kind of job.  Every method is pure with respect to the broker: the flow
+    (:mod:`shared.jobflow`) stores what they return."""
+
+    name: str
+    queue: Queue  # where its segments run
+
+    def run_segment(self, plan: JobPlan, segment: int, ctx: SegmentContext) -> Step: ...
+
+    def continue_segment(
+        self, plan: JobPlan, segment: int, stage: int, previous: bytes, answers: list[bytes]
+    ) -> Step:
+        """Stage ``stage`` (>= 1): ``previous`` is stage ``stage - 1``'s result, ``answers``
+        its sub-tasks' results in order."""
+        ...
+
+    def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any) -> bytes: ...
+
+    def failed_segment(self, plan: JobPlan, segment: int, reason: str) -> bytes:
+        """The final result of a segment that could not be run (dead-lettered)."""
+        ...
+
+    def failed_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, reason: str) -> bytes: ...
+
+    def write_outputs(self, plan: JobPlan, results: list[bytes], out_dir: str) -> dict[str, Any]:
+        """Combine the segments' final results (in segment order) and write the outputs;
+        return the report."""
+        ...
+
+
+# -- the kinds a worker knows ------------------------------------------------------------
+
+# Modules that register a kind when imported, by kind name.
+KIND_MODULES: dict[str, str] = {"audit": "shared.audit_job"}
+
+
+@dataclass(slots=True)
+class _Registry:
+    kinds: dict[str, JobKind] = field(default_factory=dict)
+
+
+_REGISTRY = _Registry()
+
+
+def register(kind: JobKind) -> JobKind:
+    _REGISTRY.kinds[kind.name] = kind
+    return kind
+
+
+def kind_named(name: str) -> JobKind:
+    """The kind called ``name``, importing its module on first use."""
+    kind = _REGISTRY.kinds.get(name)
+    if kind is None and name in KIND_MODULES:
+        importlib.import_module(KIND_MODULES[name])
+        kind = _REGISTRY.kinds.get(name)
+    if kind is None:
+        raise KeyError(f"unknown job kind {name!r}")
+    return kind

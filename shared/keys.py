@@ -1,7 +1,10 @@
 """Names of every Redis key retape uses, in one place (pure strings: no Redis import).
 
-Everything of a job lives under ``retape:job:<job>``; what must outlive jobs (claims of
-inputs, the dead-letter list, shared rate limiters) has its own prefix.
+Everything of a job lives under ``retape:job:<job>``.  The job's hash (``retape:job:<job>``,
+fields in :class:`shared.jobs.Field`) outlives the job for ``retape status``; every other
+key of the job is *transient* (deleted when the outputs are written) and matches
+:func:`job_transient_pattern`.  What outlives jobs (delivery counters, the dead-letter list,
+shared rate limiters) has its own prefix.
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ DEAD_LETTERS = f"{PREFIX}:dead-letters"
 
 
 def job(job_id: str) -> str:
+    """The job's hash: state, kind, counts (see :class:`shared.jobs.Field`)."""
     return f"{PREFIX}:job:{job_id}"
+
+
+def job_transient_pattern(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:*"
 
 
 def deliveries(task_id: str) -> str:
@@ -19,29 +27,51 @@ def deliveries(task_id: str) -> str:
     return f"{PREFIX}:deliveries:{task_id}"
 
 
-def claim(fingerprint: str) -> str:
-    """Held while inputs with this fingerprint are being (or were) submitted."""
-    return f"{PREFIX}:claim:{fingerprint}"
-
-
 def job_plan(job_id: str) -> str:
-    """The job's plan (inputs, formats, segments) as JSON."""
+    """The job's plan (:class:`shared.jobs.JobPlan`) as JSON."""
     return f"{PREFIX}:job:{job_id}:plan"
 
 
-def job_result(job_id: str, index: int) -> str:
-    """One segment's result as JSON, written once."""
-    return f"{PREFIX}:job:{job_id}:result:{index}"
+def job_lease(job_id: str) -> str:
+    """Held (with a short expiry, renewed) by the producer that submitted the job and serves
+    its data; a producer finding it free takes the job over."""
+    return f"{PREFIX}:job:{job_id}:lease"
 
 
-def job_done(job_id: str) -> str:
-    """The set of segment indexes whose result is written (the aggregator's own count)."""
-    return f"{PREFIX}:job:{job_id}:done"
+def job_events(job_id: str) -> str:
+    """What the waiting submitter is told (a list of :class:`shared.jobs.Event`)."""
+    return f"{PREFIX}:job:{job_id}:events"
 
 
-def job_gen(job_id: str, index: int) -> str:
-    """How many times a worker started on segment ``index`` (each start reads a fresh copy)."""
-    return f"{PREFIX}:job:{job_id}:gen:{index}"
+def stage_result(job_id: str, segment: int, stage: int) -> str:
+    """One stage's result of a segment, written once."""
+    return f"{PREFIX}:job:{job_id}:seg:{segment}:stage:{stage}"
+
+
+def segment_final(job_id: str, segment: int) -> str:
+    """The stage whose result is the segment's final one (written once)."""
+    return f"{PREFIX}:job:{job_id}:seg:{segment}:final"
+
+
+def sub_result(job_id: str, segment: int, stage: int, sub: int) -> str:
+    """One sub-task's answer for a stage, written once."""
+    return f"{PREFIX}:job:{job_id}:seg:{segment}:stage:{stage}:sub:{sub}"
+
+
+def barrier(job_id: str, name: str) -> str:
+    """The members that arrived at a barrier (a set); ``:tripped`` names who tripped it."""
+    return f"{PREFIX}:job:{job_id}:barrier:{name}"
+
+
+def job_gen(job_id: str, segment: int) -> str:
+    """How many times a worker started reading segment ``segment`` (each start reads a fresh
+    copy of its data)."""
+    return f"{PREFIX}:job:{job_id}:gen:{segment}"
+
+
+def job_wake(job_id: str) -> str:
+    """Pokes for the producer's feeder: a worker wants a file, or read a block (a list)."""
+    return f"{PREFIX}:job:{job_id}:wake"
 
 
 def job_wants(job_id: str) -> str:
@@ -49,20 +79,6 @@ def job_wants(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:wants"
 
 
-def job_data(job_id: str, index: int, gen: int, file_no: int) -> str:
-    """The stream of one input file's stored bytes, for one start of one segment."""
-    return f"{PREFIX}:job:{job_id}:data:{index}:{gen}:{file_no}"
-
-
-def job_data_pattern(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:data:*"
-
-
-def job_feeder(job_id: str) -> str:
-    """Held (with a short expiry, renewed) while a producer serves the job's data."""
-    return f"{PREFIX}:job:{job_id}:feeder"
-
-
-def job_takeovers(job_id: str) -> str:
-    """Counts producers that took over the job after its first producer stopped."""
-    return f"{PREFIX}:job:{job_id}:takeovers"
+def job_data(job_id: str, segment: int, gen: int, file_no: int) -> str:
+    """The stream of one input file's bytes, for one start of one segment."""
+    return f"{PREFIX}:job:{job_id}:data:{segment}:{gen}:{file_no}"

@@ -18,6 +18,7 @@ from shared.auditors import StreamResult
 from shared.engine import AuditOutcome
 from shared.metrics import METRICS_NAME, render
 from shared.model import FAULT_KINDS, Fault
+from shared.outdir import atomic_file, atomic_write
 from shared.snapshots import BookRows, header
 
 GENESIS = "0" * 64
@@ -117,14 +118,11 @@ def write_outputs(outcome: AuditOutcome, out_dir: str) -> dict[str, Any]:
     """Write report.json, the audit records, metrics and book CSVs; return the report."""
     os.makedirs(os.path.join(out_dir, AUDIT_DIR), exist_ok=True)
     report = safe_json(report_json(outcome))
-    _atomic_write(
-        os.path.join(out_dir, REPORT_NAME), orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
-    )
+    atomic_write(os.path.join(out_dir, REPORT_NAME), orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     prev = GENESIS
     count = 0
     records_path = os.path.join(out_dir, AUDIT_DIR, RECORDS_NAME)
-    tmp = records_path + ".tmp"
-    with open(tmp, "wb") as fh:
+    with atomic_file(records_path) as fh:
         for seq, record in enumerate(audit_records(outcome)):
             record["seq"] = seq
             record["prev"] = prev
@@ -132,18 +130,17 @@ def write_outputs(outcome: AuditOutcome, out_dir: str) -> dict[str, Any]:
             fh.write(line + b"\n")
             prev = hashlib.sha256(line).hexdigest()
             count += 1
-    os.replace(tmp, records_path)
     manifest = {
         "records": count,
         "final_hash": prev,
         "files": {RECORDS_NAME: _file_sha(records_path)},
         "inputs": {i.path: i.sha256 for i in outcome.inputs},
     }
-    _atomic_write(
+    atomic_write(
         os.path.join(out_dir, AUDIT_DIR, MANIFEST_NAME),
         orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n",
     )
-    _atomic_write(os.path.join(out_dir, METRICS_NAME), render(report, outcome.dead_letters).encode())
+    atomic_write(os.path.join(out_dir, METRICS_NAME), render(report, outcome.dead_letters).encode())
     write_books(out_dir, outcome.books or BookRows())
     return report
 
@@ -172,13 +169,6 @@ def _file_sha(path: str) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def write_books(out_dir: str, books: BookRows) -> list[str]:
     """One ``book_snapshot_<depth>`` CSV per stream; CSVs of an earlier run are replaced."""
     folder = os.path.join(out_dir, BOOKS_DIR)
@@ -191,11 +181,10 @@ def write_books(out_dir: str, books: BookRows) -> list[str]:
         os.makedirs(folder, exist_ok=True)
         name = f"{key.exchange}_book_snapshot_{books.depth}_{_safe(key.symbol)}.csv"
         path = os.path.join(folder, name)
-        with open(path + ".tmp", "w", newline="", encoding="utf-8") as fh:
+        with atomic_file(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(header(books.depth))
             writer.writerows(books.rows[key])
-        os.replace(path + ".tmp", path)
         written.append(path)
     return written
 

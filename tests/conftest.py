@@ -11,6 +11,11 @@ import pytest
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
+# The commands the tests run must not depend on the shell: with REDIS_URL exported,
+# `retape audit` would submit to that Redis and wait for workers nobody started.  Tests
+# that want a broker say so (REDIS_URL above, or --broker).
+os.environ.pop("REDIS_URL", None)
+
 
 @pytest.fixture
 def redis_client() -> Iterator[object]:
@@ -32,3 +37,24 @@ def redis_client() -> Iterator[object]:
 def namespace() -> str:
     """A unique key prefix for one test, so tests never see each other's keys."""
     return f"retape-test:{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker URL, empty, on each server retape runs on: the machine's Redis (database 14,
+    emptied before and after) and a valkey-server with a password, as `retape audit` embeds."""
+    import redis
+
+    if request.param == "redis":
+        request.getfixturevalue("redis_client")
+        url = REDIS_URL.rsplit("/", 1)[0] + "/14"
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        yield url
+        client.flushdb()
+        client.close()
+        return
+    from producers.local import EmbeddedBroker
+
+    with EmbeddedBroker(str(tmp_path_factory.mktemp("valkey"))) as server:
+        yield server.url

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import workers.tasks as tasks
+import shared.audit_job as audit_job
 from workers.app import app
 
 __all__ = ["app"]
 
-_real_audit_segment = tasks.audit_segment
+_real_audit_segment = audit_job.audit_segment
 
 
 def _crashing_audit_segment(job: Any, index: int, cfg: Any) -> Any:
@@ -24,4 +24,4 @@ def _crashing_audit_segment(job: Any, index: int, cfg: Any) -> Any:
     return _real_audit_segment(job, index, cfg)
 
 
-tasks.audit_segment = _crashing_audit_segment  # type: ignore[assignment]
+audit_job.audit_segment = _crashing_audit_segment  # type: ignore[assignment]

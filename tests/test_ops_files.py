@@ -442,10 +442,10 @@ def test_every_runbook_link_names_a_heading() -> None:
 
 def test_runbook_states_the_numbers_and_names_the_code_uses() -> None:
     from shared import keys
-    from workers import app as celery_app
-    from workers import tasks
+    from shared import messaging as celery_app
+    from shared.jobstore import COUNTER_TTL_S, FINISHED_TTL_S
+    from workers import base as tasks
     from workers.data import FEEDER_TIMEOUT_S
-    from workers.poison import COUNTER_TTL_S
 
     runbook = " ".join(RUNBOOK.read_text().split())
     assert f"redis-cli LRANGE {keys.DEAD_LETTERS} 0 -1" in runbook
@@ -459,7 +459,7 @@ def test_runbook_states_the_numbers_and_names_the_code_uses() -> None:
     assert f"at most {WINDOW_BLOCKS} blocks of {BLOCK_SIZE >> 20} MiB unread per input file" in runbook
     assert f"give up after {FEEDER_TIMEOUT_S:g} s" in runbook
     assert f"kept {COUNTER_TTL_S // 86400} days" in runbook  # the redelivery counters
-    assert f"finished jobs kept {tasks.FINISHED_TTL_S // 86400} days" in runbook
+    assert f"a finished job's state kept {FINISHED_TTL_S // 3600} hours" in runbook
     for name in _compose()["services"]:
         assert f"`{name}" in runbook, f"the runbook does not mention the service {name}"
     for queue in ALL_QUEUES:

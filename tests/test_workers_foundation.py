@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from shared.jobstore import DeliveryGuard
+from shared.messaging import HARD_TIME_LIMIT_S, MAX_COUNTDOWN_S
 from shared.queues import ALL_QUEUES, parse_queues
-from workers.app import HARD_TIME_LIMIT_S, MAX_COUNTDOWN_S, create_app
-from workers.poison import DeliveryGuard
+from workers.app import create_app
 
 
 def test_celery_settings_for_long_idempotent_tasks() -> None:

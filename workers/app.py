@@ -1,76 +1,17 @@
-"""The Celery application: queues, routing and the settings long audit tasks need.
-
-- JSON only: a pickle broker is remote code execution for anyone who can write to Redis.
-- ``acks_late`` + ``reject_on_worker_lost``: a task whose worker dies is delivered again;
-  tasks are idempotent (write-once results), and :mod:`workers.poison` sends a task that
-  keeps killing its worker to the dead-letter list instead of looping.
-- prefetch 1: tasks are long; a worker must not sit on work another could do.
-- the broker's visibility timeout is above the hard time limit plus the longest retry
-  countdown, so a task still running is never handed to a second worker.
-- no queue is created implicitly: every queue is declared, every task routed.
-"""
+"""The workers' Celery application: the shared settings (:mod:`shared.messaging`) plus the
+tasks (:mod:`workers.tasks`).  ``celery -A workers.app worker`` and ``retape worker`` use it."""
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
-from kombu import Exchange
-from kombu import Queue as KombuQueue
 
-from shared.queues import ALL_QUEUES, Queue
-
-SOFT_TIME_LIMIT_S = 1800
-HARD_TIME_LIMIT_S = 1900
-MAX_COUNTDOWN_S = 300
-VISIBILITY_TIMEOUT_S = HARD_TIME_LIMIT_S + MAX_COUNTDOWN_S + 300
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def broker_url() -> str:
-    return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-
-
-def settings(url: str) -> dict[str, object]:
-    exchange = Exchange("retape", type="direct")
-    return {
-        "broker_url": url,
-        "result_backend": None,  # results are written by the tasks themselves, write-once
-        "task_ignore_result": True,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "event_serializer": "json",
-        "accept_content": ["json"],
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_soft_time_limit": SOFT_TIME_LIMIT_S,
-        "task_time_limit": HARD_TIME_LIMIT_S,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "broker_connection_retry_on_startup": True,
-        "task_create_missing_queues": False,
-        "task_queues": [KombuQueue(q, exchange, routing_key=q) for q in ALL_QUEUES],
-        "task_default_queue": Queue.BOOK.value,
-        "task_default_exchange": "retape",
-        "task_default_routing_key": Queue.BOOK.value,
-        "worker_send_task_events": True,  # Flower
-        "task_send_sent_event": True,
-    }
-
-
-# Every task is routed to its queue by name.
-TASK_ROUTES = {
-    "retape.audit_segment": {"queue": Queue.BOOK.value, "routing_key": Queue.BOOK.value},
-    "retape.aggregate": {"queue": Queue.AGGREGATE.value, "routing_key": Queue.AGGREGATE.value},
-}
+from shared.messaging import broker_url, celery_app
+from shared import lifecycle
 
 
 def create_app(url: str | None = None) -> Celery:
-    app = Celery("retape", include=["workers.tasks"])
-    app.conf.update(settings(url or broker_url()))
-    app.conf.task_routes = TASK_ROUTES
-    return app
+    return celery_app(url or broker_url(), include=["workers.tasks"])
 
 
+lifecycle.install()
 app = create_app()

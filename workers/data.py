@@ -1,94 +1,143 @@
-"""A worker's view of a job's inputs: the bytes the producer streams into Redis.
+"""Where a worker reads a segment's input bytes from.
 
-The worker asks for one input file of its segment (``RPUSH wants``) and reads the file's
-stored bytes from the stream ``data:<segment>:<generation>:<file>`` as the producer adds
-them, deleting each block once read, so the producer can keep Redis memory bounded (it
-adds a block only while fewer than its window are unread).  Each start of a segment uses a
-new generation, so a worker that died mid-file leaves nothing a later start depends on:
-the later start asks for the file again from its first byte.
+- **Directly**, when the file is on this worker's disk as the producer saw it (same size and
+  modification time): the embedded default and ``--workers N`` next to the producer.  The
+  bytes are hashed as they are read and checked against the plan's SHA-256 at the end.
+- **Through the broker** otherwise: the worker asks for the file (``RPUSH wants`` and a poke
+  on ``wake``) and reads the stream ``data:<segment>:<generation>:<file>`` the producer
+  fills, deleting each block once read and poking the producer so it tops the stream up at
+  once (its window bounds Redis memory).  Plain-text inputs travel zlib-compressed (field
+  ``z``), gzip ones as they are (``b``).  Each start of a segment takes a new generation, so
+  a worker that died mid-file leaves nothing a later start depends on.
 
-The blocks are checked against the input's SHA-256 from the plan before the file counts
-as read.
+``RETAPE_READ_INPUTS=broker`` makes every read go through the broker.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
 
 from shared import keys
 from shared.errors import DataCorrupt, FeederGone, Superseded
+from shared.jobs import FileRef
 
-READ_BLOCK_MS = 1000
+READ_BLOCK = 1 << 20
+XREAD_BLOCK_MS = 1000
 FEEDER_TIMEOUT_S = 60.0
+FEEDER_RETRY_S = 30.0
 
 
-class RedisBlocks:
-    """A block source (see ``shared.formats.lines.reading_from``) over the job's streams."""
+def reads_directly() -> bool:
+    return os.environ.get("RETAPE_READ_INPUTS", "auto") != "broker"
+
+
+def unchanged_here(ref: FileRef) -> bool:
+    """The file is on this machine as the producer saw it."""
+    try:
+        st = os.stat(ref.path)
+    except OSError:
+        return False
+    return st.st_size == ref.size and st.st_mtime_ns == ref.mtime_ns and os.access(ref.path, os.R_OK)
+
+
+def _check(path: str, digest: Any, expected: str, how: str) -> None:
+    if digest.hexdigest() != expected:
+        raise DataCorrupt(
+            f"{path}: the bytes {how} do not match the SHA-256 it was submitted with "
+            "(changed since it was submitted?)"
+        )
+
+
+def direct_blocks(ref: FileRef) -> Iterator[bytes]:
+    digest = hashlib.sha256()
+    with open(ref.path, "rb") as fh:
+        while block := fh.read(READ_BLOCK):
+            digest.update(block)
+            yield block
+    _check(ref.path, digest, ref.sha256, "read from disk")
+
+
+class SegmentBlocks:
+    """A block source (see ``shared.formats.lines.reading_from``) for one segment's start."""
 
     def __init__(
         self,
         client: redis.Redis,
         job_id: str,
-        index: int,
-        gen: int,
-        files: Mapping[str, tuple[int, str | None]],
+        segment: int,
+        files: Sequence[FileRef],
+        direct: bool | None = None,
         feeder_timeout_s: float = FEEDER_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.job_id = job_id
-        self.index = index
-        self.gen = gen
-        self.files = files  # path -> (file number in the plan, sha256)
+        self.segment = segment
+        self.files = {ref.path: (n, ref) for n, ref in enumerate(files)}
+        self.direct = reads_directly() if direct is None else direct
         self.feeder_timeout_s = feeder_timeout_s
+        self.gen: int | None = None  # taken at the first read through the broker
         self.bytes_read = 0
 
     def __call__(self, path: str) -> Iterator[bytes]:
-        file_no, expected = self.files[path]
+        file_no, ref = self.files[path]
+        if self.direct and unchanged_here(ref):
+            return direct_blocks(ref)
+        return self._through_broker(file_no, ref)
+
+    def _through_broker(self, file_no: int, ref: FileRef) -> Iterator[bytes]:
         client = self.client
-        key = keys.job_data(self.job_id, self.index, self.gen, file_no)
-        client.rpush(keys.job_wants(self.job_id), f"{self.index}:{self.gen}:{file_no}")
+        if self.gen is None:
+            self.gen = int(client.incr(keys.job_gen(self.job_id, self.segment)))
+        key = keys.job_data(self.job_id, self.segment, self.gen, file_no)
+        wake = keys.job_wake(self.job_id)
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush(keys.job_wants(self.job_id), f"{self.segment}:{self.gen}:{file_no}")
+        pipe.rpush(wake, b"w")
+        pipe.execute()
         digest = hashlib.sha256()
         last = "0-0"
         idle_since = time.monotonic()
         while True:
-            got: Any = client.xread({key: last}, count=4, block=READ_BLOCK_MS)
+            got: Any = client.xread({key: last}, count=4, block=XREAD_BLOCK_MS)
             if not got:
-                self._check_waiting(path, idle_since)
+                self._check_waiting(ref.path, idle_since)
                 continue
             idle_since = time.monotonic()
-            for entry_id, fields in got[0][1]:
-                last = entry_id
-                client.xdel(key, entry_id)
+            entries = got[0][1]
+            last = entries[-1][0]
+            pipe = client.pipeline(transaction=False)
+            pipe.xdel(key, *[entry_id for entry_id, _ in entries])
+            pipe.rpush(wake, b"r")
+            pipe.execute()
+            for _, fields in entries:
                 if b"end" in fields:
                     client.delete(key)
                     if b"error" in fields:
                         problem = fields[b"error"].decode("utf-8", "replace")
-                        raise DataCorrupt(f"{path}: the producer cannot read it any more: {problem}")
-                    if expected is not None and digest.hexdigest() != expected:
-                        raise DataCorrupt(
-                            f"{path}: the bytes received through the broker do not match the file's "
-                            "SHA-256 (changed since it was submitted?)"
-                        )
+                        raise DataCorrupt(f"{ref.path}: the producer cannot read it any more: {problem}")
+                    _check(ref.path, digest, ref.sha256, "received through the broker")
                     return
-                block = fields[b"b"]
+                block = fields[b"b"] if b"b" in fields else zlib.decompress(fields[b"z"])
                 digest.update(block)
                 self.bytes_read += len(block)
                 yield block
 
     def _check_waiting(self, path: str, idle_since: float) -> None:
-        gen = self.client.get(keys.job_gen(self.job_id, self.index))
-        if gen is not None and int(gen) > self.gen:
-            raise Superseded(f"segment {self.index} of job {self.job_id} was started again")
+        gen = self.client.get(keys.job_gen(self.job_id, self.segment))
+        if gen is not None and self.gen is not None and int(gen) > self.gen:
+            raise Superseded(f"segment {self.segment} of job {self.job_id} was started again")
         if time.monotonic() - idle_since < self.feeder_timeout_s:
             return
-        if not self.client.exists(keys.job_feeder(self.job_id)):
+        if not self.client.exists(keys.job_lease(self.job_id)):
             raise FeederGone(
                 f"no producer is serving job {self.job_id} (waited {self.feeder_timeout_s:g}s for {path}): "
-                "it stopped before the job finished; run `retape produce` (or `retape audit --broker`) "
-                "on the same inputs again to resume"
+                "run `retape produce` (or `retape audit --broker`) on the same inputs again to resume",
+                retry_after=FEEDER_RETRY_S,
             )

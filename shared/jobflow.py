@@ -1,0 +1,294 @@
+"""The flow of a job over the store: submit, run stages, fan in, finish.
+
+No Celery here: tasks are sent through a :class:`Sender` (the Celery app on both sides),
+and :mod:`workers.tasks` only calls these functions.  Producers use the submitting half,
+workers the running half; the submitter of an ``audit`` also combines the results itself
+(:func:`collect`), which is why both halves live in ``shared``.
+
+Same bytes whatever happens: results are write-once per stage, a redelivered task finds
+its stage's result and only re-sends what has no answer yet, barriers trip once, and the
+outputs are a function of the final results in segment order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+import orjson
+
+from shared.jobs import (
+    Event,
+    Field,
+    JobPlan,
+    JobState,
+    SegmentContext,
+    Step,
+    SubTask,
+    TaskName,
+    Writer,
+    aggregate_task_id,
+    kind_named,
+    segment_task_id,
+    subtask_id,
+)
+from shared.jobstore import JobStore
+from shared.queues import Queue
+
+log = logging.getLogger("retape.jobs")
+
+SEGMENTS_BARRIER = "segments"
+
+
+class Sender(Protocol):
+    def send(self, name: TaskName, args: list[Any], task_id: str, queue: str) -> None: ...
+
+
+# -- a stage's record: its sub-tasks and its result --------------------------------------
+
+
+def encode_step(step: Step) -> bytes:
+    """``<header JSON>\\n<result>``: the header names the sub-tasks (queue, args)."""
+    header = {"subtasks": [[s.queue.value, s.args] for s in step.subtasks], "messages": step.messages}
+    return orjson.dumps(header) + b"\n" + step.result
+
+
+def decode_step(raw: bytes) -> Step:
+    head, _, result = raw.partition(b"\n")
+    header = orjson.loads(head)
+    subtasks = tuple(SubTask(Queue(q), args) for q, args in header["subtasks"])
+    return Step(result, subtasks, int(header["messages"]))
+
+
+# -- submitting --------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    NEW = "submitted"
+    RESUMED = "resumed"  # a running job whose submitter had gone: taken over
+    SERVED_ELSEWHERE = "served-elsewhere"  # another submitter holds the lease
+    DONE = "done"  # finished already (and not asked to run again)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    job: str
+    outcome: Outcome
+    plan: JobPlan
+
+    @property
+    def serving(self) -> bool:
+        """True when this submitter holds the lease: it serves the data and waits."""
+        return self.outcome in (Outcome.NEW, Outcome.RESUMED)
+
+
+def submit(
+    store: JobStore, sender: Sender, plan: JobPlan, writer: Writer, owner: str, rerun_done: bool
+) -> Submission:
+    """Take the job's lease, then start it, take it over, or leave it."""
+    job = store.job_id
+    if not store.take_lease(owner):
+        return Submission(job, Outcome.SERVED_ELSEWHERE, plan)
+    state = store.state()
+    if state is JobState.RUNNING and store.plan() is not None:
+        attempt = store.take_over(writer)
+        resume(store, sender, plan, attempt)
+        return Submission(job, Outcome.RESUMED, plan)
+    if state is JobState.DONE and not rerun_done:
+        store.release_lease(owner)
+        return Submission(job, Outcome.DONE, plan)
+    attempt = store.start(plan, writer)
+    queue = kind_named(plan.kind).queue.value
+    for n in range(plan.segments):
+        sender.send(TaskName.SEGMENT, [job, n, 0], segment_task_id(queue, job, n, 0, attempt), queue)
+    if plan.segments == 0:
+        segments_complete(store, sender)
+    return Submission(job, Outcome.NEW, plan)
+
+
+def resume(store: JobStore, sender: Sender, plan: JobPlan, attempt: int) -> None:
+    """Send again what an abandoned job still needs: each unfinished segment's latest stage
+    (which re-sends only the sub-tasks without an answer), or the completion itself."""
+    job = store.job_id
+    queue = kind_named(plan.kind).queue.value
+    unfinished = store.unfinished(plan.segments)
+    for n in unfinished:
+        stage = store.latest_stage(n)
+        sender.send(TaskName.SEGMENT, [job, n, stage], segment_task_id(queue, job, n, stage, attempt), queue)
+    if not unfinished:
+        segments_complete(store, sender)
+
+
+def cancel(store: JobStore) -> None:
+    """The submitter gives up: queued tasks of the job will do nothing."""
+    if store.state() is JobState.RUNNING:
+        store.finish(JobState.CANCELLED)
+
+
+# -- running (workers) ---------------------------------------------------------------------
+
+
+ContextFactory = Callable[[JobPlan, int], SegmentContext]
+
+
+def _running_plan(store: JobStore) -> JobPlan | None:
+    plan = store.plan()
+    if plan is None or store.state() is not JobState.RUNNING:
+        log.info("job %s is not running (finished, cancelled or lost): nothing to do", store.job_id)
+        return None
+    return plan
+
+
+def run_stage(store: JobStore, sender: Sender, segment: int, stage: int, context: ContextFactory) -> None:
+    """Run (or, on a redelivery, pick up) stage ``stage`` of a segment and pass it on."""
+    plan = _running_plan(store)
+    if plan is None:
+        return
+    kind = kind_named(plan.kind)
+    raw = store.result(segment, stage)
+    if raw is None:
+        if stage == 0:
+            step = kind.run_segment(plan, segment, context(plan, segment))
+        else:
+            previous = store.result(segment, stage - 1)
+            if previous is None:
+                raise RuntimeError(f"segment {segment} stage {stage} has no stage {stage - 1} to continue")
+            before = decode_step(previous)
+            answers = store.answers(segment, stage - 1, len(before.subtasks))
+            if any(a is None for a in answers):
+                raise RuntimeError(
+                    f"segment {segment} stage {stage}: sub-tasks of stage {stage - 1} unanswered"
+                )
+            step = kind.continue_segment(plan, segment, stage, before.result, [a for a in answers if a])
+        if store.put_result(segment, stage, encode_step(step)) and step.final:
+            store.add(Field.MESSAGES, step.messages)
+        raw = store.result(segment, stage)
+        assert raw is not None
+    _pass_on(store, sender, plan, segment, stage, decode_step(raw))
+
+
+def _pass_on(store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage: int, step: Step) -> None:
+    job = store.job_id
+    attempt = store.count(Field.ATTEMPT)
+    if step.final:
+        finish_segment(store, sender, plan, segment, stage)
+        return
+    answers = store.answers(segment, stage, len(step.subtasks))
+    missing = [n for n, answer in enumerate(answers) if answer is None]
+    if not missing:  # every answer is in: the barrier's tripper may have died before acting
+        queue = kind_named(plan.kind).queue.value
+        task_id = segment_task_id(queue, job, segment, stage + 1, attempt)
+        sender.send(TaskName.SEGMENT, [job, segment, stage + 1], task_id, queue)
+        return
+    for n in missing:
+        queue = step.subtasks[n].queue.value
+        task_id = subtask_id(queue, job, segment, stage, n, attempt)
+        sender.send(TaskName.SUBTASK, [job, segment, stage, n], task_id, queue)
+
+
+def run_subtask(store: JobStore, sender: Sender, segment: int, stage: int, sub: int) -> None:
+    """Answer one sub-task (once); the last answer of a stage starts the next stage."""
+    plan = _running_plan(store)
+    if plan is None:
+        return
+    raw = store.result(segment, stage)
+    if raw is None:
+        raise RuntimeError(f"segment {segment} stage {stage} has no record for its sub-task {sub}")
+    step = decode_step(raw)
+    if store.answers(segment, stage, sub + 1)[sub] is None:
+        answer = kind_named(plan.kind).run_subtask(plan, segment, stage, step.subtasks[sub].args)
+        store.put_answer(segment, stage, sub, answer)
+    _answered(store, sender, plan, segment, stage, sub, len(step.subtasks))
+
+
+def _answered(
+    store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage: int, sub: int, total: int
+) -> None:
+    if store.arrive(f"{segment}:{stage}", sub, total):
+        job = store.job_id
+        queue = kind_named(plan.kind).queue.value
+        task_id = segment_task_id(queue, job, segment, stage + 1, store.count(Field.ATTEMPT))
+        sender.send(TaskName.SEGMENT, [job, segment, stage + 1], task_id, queue)
+
+
+def finish_segment(store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage: int) -> None:
+    store.mark_final(segment, stage)
+    if store.arrive(SEGMENTS_BARRIER, segment, plan.segments, mirror=Field.DONE):
+        segments_complete(store, sender)
+
+
+def segments_complete(store: JobStore, sender: Sender) -> None:
+    """Every segment is finished: tell the submitter; start the aggregator if it writes."""
+    store.notify(Event.SEGMENTS_DONE)
+    if store.get(Field.WRITER) == Writer.AGGREGATOR.value:
+        job = store.job_id
+        task_id = aggregate_task_id(job, store.count(Field.ATTEMPT))
+        sender.send(TaskName.AGGREGATE, [job], task_id, Queue.AGGREGATE.value)
+
+
+# -- what could not be done ------------------------------------------------------------------
+
+
+def bury_segment(store: JobStore, sender: Sender, segment: int, stage: int, reason: str) -> None:
+    """A segment's task was dead-lettered: its final result says why, and the job goes on."""
+    plan = _running_plan(store)
+    if plan is None:
+        return
+    store.add(Field.DEAD)
+    kind = kind_named(plan.kind)
+    failed = encode_step(Step(kind.failed_segment(plan, segment, reason)))
+    while not store.put_result(segment, stage, failed):
+        existing = store.result(segment, stage)
+        if existing is not None and decode_step(existing).final:
+            break  # it finished after all
+        stage += 1
+    finish_segment(store, sender, plan, segment, stage)
+
+
+def bury_subtask(store: JobStore, sender: Sender, segment: int, stage: int, sub: int, reason: str) -> None:
+    """A sub-task was dead-lettered: its answer says why, and the stage goes on."""
+    plan = _running_plan(store)
+    if plan is None:
+        return
+    store.add(Field.DEAD)
+    raw = store.result(segment, stage)
+    if raw is None:
+        return
+    step = decode_step(raw)
+    args = step.subtasks[sub].args
+    store.put_answer(
+        segment, stage, sub, kind_named(plan.kind).failed_subtask(plan, segment, stage, args, reason)
+    )
+    _answered(store, sender, plan, segment, stage, sub, len(step.subtasks))
+
+
+def bury_aggregate(store: JobStore, reason: str) -> None:
+    store.add(Field.DEAD)
+    if store.state() is JobState.RUNNING:
+        store.notify(Event.FAILED)
+        store.finish(JobState.FAILED, reason)
+
+
+# -- writing the outputs ---------------------------------------------------------------------
+
+
+def results_of(store: JobStore, plan: JobPlan) -> list[bytes] | None:
+    """Every segment's final result, or None while one is missing."""
+    found = store.final_results(plan.segments)
+    if any(r is None for r in found):
+        return None
+    return [decode_step(r).result for r in found if r is not None]
+
+
+def collect(store: JobStore, plan: JobPlan, out_dir: str) -> dict[str, Any]:
+    """Combine the final results and write the outputs (the caller owns ``out_dir``), then
+    finish the job.  Returns the report."""
+    results = results_of(store, plan)
+    if results is None:
+        raise RuntimeError(f"job {store.job_id}: not every segment has a result")
+    report = kind_named(plan.kind).write_outputs(plan, results, out_dir)
+    store.finish(JobState.DONE)
+    return report

@@ -1,0 +1,373 @@
+"""The job store: every Redis protocol of a job in one place.
+
+- the job's hash (state, counts) and its plan;
+- the submitter's *lease* (one producer serves a job at a time; a producer finding the
+  lease free takes over a job left unfinished);
+- write-once results per segment and stage, the final-stage marker, sub-task answers;
+- *barriers*: a set of members the last arriving one trips, exactly once (and again for
+  the same member when its task is redelivered, so a tripper that died before acting
+  acts on redelivery);
+- the submitter's event list;
+- delivery counters and the dead-letter list (:class:`DeliveryGuard`).
+
+Both sides use it: producers submit, resume and wait; workers record.  Keys are named in
+:mod:`shared.keys`, states and fields in :mod:`shared.jobs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis
+
+from shared import keys
+from shared.jobs import Event, Field, JobPlan, JobState, Writer
+
+LEASE_S = 15
+FINISHED_TTL_S = 24 * 3600  # how long a finished job's hash is kept for `retape status`
+COUNTER_TTL_S = 7 * 24 * 3600
+WORKER_DIED = "the worker died while running it"
+
+# Arrive at a barrier: add the member; when every member is in, the first to see it trips
+# the barrier (and the same member again on a redelivery).  Optionally mirror the count
+# into a field of the job's hash.
+_ARRIVE = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local n = redis.call('SCARD', KEYS[1])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[3], n) end
+if n < tonumber(ARGV[2]) then return 0 end
+local who = redis.call('GET', KEYS[2])
+if not who then
+  redis.call('SET', KEYS[2], ARGV[1])
+  return 1
+end
+if who == ARGV[1] then return 1 end
+return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobStore:
+    """One job's keys.  Every method is one or a few round trips; none blocks for long."""
+
+    def __init__(self, client: redis.Redis, job_id: str) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.key = keys.job(job_id)
+
+    # -- the job's hash -------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        raw: Any = self.client.hgetall(self.key)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def get(self, name: Field) -> str | None:
+        raw: Any = self.client.hget(self.key, name.value)
+        return None if raw is None else _text(raw)
+
+    def state(self) -> JobState | None:
+        raw = self.get(Field.STATE)
+        return None if raw is None else JobState(raw)
+
+    def count(self, name: Field) -> int:
+        return int(self.get(name) or 0)
+
+    def add(self, name: Field, amount: int = 1) -> None:
+        self.client.hincrby(self.key, name.value, amount)
+
+    def plan(self) -> JobPlan | None:
+        raw: Any = self.client.get(keys.job_plan(self.job_id))
+        return None if raw is None else JobPlan.from_json(raw)
+
+    # -- the submitter's lease -------------------------------------------------------
+
+    def take_lease(self, owner: str, ttl_s: int = LEASE_S) -> bool:
+        """Take the lease, or keep it if it is already ours."""
+        lease = keys.job_lease(self.job_id)
+        if self.client.set(lease, owner, nx=True, ex=ttl_s):
+            return True
+        return self.renew_lease(owner, ttl_s)
+
+    def renew_lease(self, owner: str, ttl_s: int = LEASE_S) -> bool:
+        return bool(self.client.eval(_RENEW, 1, keys.job_lease(self.job_id), owner, ttl_s))
+
+    def release_lease(self, owner: str) -> None:
+        self.client.eval(_RELEASE, 1, keys.job_lease(self.job_id), owner)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self, plan: JobPlan, writer: Writer) -> int:
+        """Start the job afresh (whatever an earlier run left); returns the attempt number."""
+        self._delete_transient(keep=(keys.job_lease(self.job_id),))
+        attempt = int(self.client.hincrby(self.key, Field.ATTEMPT.value, 1))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self.key, Field.ERROR.value)
+        pipe.hset(
+            self.key,
+            mapping={
+                Field.KIND.value: plan.kind,
+                Field.STATE.value: JobState.RUNNING.value,
+                Field.WRITER.value: writer.value,
+                Field.OUT.value: plan.out,
+                Field.TOTAL.value: plan.segments,
+                Field.DONE.value: 0,
+                Field.STARTED.value: 0,
+                Field.MESSAGES.value: 0,
+                Field.DEAD.value: 0,
+            },
+        )
+        pipe.persist(self.key)
+        pipe.set(keys.job_plan(self.job_id), plan.to_json())
+        pipe.execute()
+        return attempt
+
+    def take_over(self, writer: Writer) -> int:
+        """A new submitter takes over a running job: returns the new attempt number."""
+        self.client.hset(self.key, Field.WRITER.value, writer.value)
+        return int(self.client.hincrby(self.key, Field.ATTEMPT.value, 1))
+
+    def finish(self, state: JobState, error: str | None = None) -> None:
+        """The job ends: keep its hash for a while (``retape status``), drop the rest."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.key, Field.STATE.value, state.value)
+        if error is not None:
+            pipe.hset(self.key, Field.ERROR.value, error[:2000])
+        pipe.expire(self.key, FINISHED_TTL_S)
+        pipe.execute()
+        self._delete_transient()
+
+    def _delete_transient(self, keep: tuple[str, ...] = ()) -> None:
+        doomed = [k for k in self.client.scan_iter(match=keys.job_transient_pattern(self.job_id), count=1000)]
+        kept = {k.encode() for k in keep}
+        doomed = [k for k in doomed if k not in kept]
+        for i in range(0, len(doomed), 500):
+            self.client.delete(*doomed[i : i + 500])
+
+    # -- results -----------------------------------------------------------------------
+
+    def put_result(self, segment: int, stage: int, data: bytes) -> bool:
+        """Write a stage's result once; False when it was already written."""
+        return bool(self.client.set(keys.stage_result(self.job_id, segment, stage), data, nx=True))
+
+    def result(self, segment: int, stage: int) -> bytes | None:
+        raw: Any = self.client.get(keys.stage_result(self.job_id, segment, stage))
+        return raw
+
+    def mark_final(self, segment: int, stage: int) -> None:
+        self.client.set(keys.segment_final(self.job_id, segment), stage, nx=True)
+
+    def final_stage(self, segment: int) -> int | None:
+        raw: Any = self.client.get(keys.segment_final(self.job_id, segment))
+        return None if raw is None else int(raw)
+
+    def final_results(self, segments: int) -> list[bytes | None]:
+        """Every segment's final result, in order (None where a segment is not finished)."""
+        pipe = self.client.pipeline(transaction=False)
+        for n in range(segments):
+            pipe.get(keys.segment_final(self.job_id, n))
+        stages = pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        for n, stage in enumerate(stages):
+            if stage is not None:
+                pipe.get(keys.stage_result(self.job_id, n, int(stage)))
+        got = iter(pipe.execute())
+        return [None if stage is None else next(got) for stage in stages]
+
+    def unfinished(self, segments: int) -> list[int]:
+        pipe = self.client.pipeline(transaction=False)
+        for n in range(segments):
+            pipe.exists(keys.segment_final(self.job_id, n))
+        return [n for n, found in enumerate(pipe.execute()) if not found]
+
+    def latest_stage(self, segment: int, limit: int = 64) -> int:
+        """The highest stage of ``segment`` with a result (0 when none has one)."""
+        stage = 0
+        while stage + 1 < limit and self.result(segment, stage + 1) is not None:
+            stage += 1
+        return stage
+
+    def put_answer(self, segment: int, stage: int, sub: int, data: bytes) -> bool:
+        return bool(self.client.set(keys.sub_result(self.job_id, segment, stage, sub), data, nx=True))
+
+    def answers(self, segment: int, stage: int, count: int) -> list[bytes | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for sub in range(count):
+            pipe.get(keys.sub_result(self.job_id, segment, stage, sub))
+        return list(pipe.execute())
+
+    # -- barriers ----------------------------------------------------------------------
+
+    def arrive(self, name: str, member: str | int, total: int, mirror: Field | None = None) -> bool:
+        """``member`` is in; True when this arrival trips the barrier (every member in).
+        Tripping happens once, except that the member that tripped it trips it again if
+        it arrives again (its task was redelivered before it could act)."""
+        key = keys.barrier(self.job_id, name)
+        tripped = self.client.eval(
+            _ARRIVE, 3, key, key + ":tripped", self.key, str(member), total, mirror.value if mirror else ""
+        )
+        return bool(tripped)
+
+    def arrived(self, name: str) -> int:
+        return int(self.client.scard(keys.barrier(self.job_id, name)))
+
+    # -- the submitter's events --------------------------------------------------------
+
+    def notify(self, event: Event) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(keys.job_events(self.job_id), event.value)
+        pipe.rpush(keys.job_wake(self.job_id), b"e")
+        pipe.execute()
+
+    def next_event(self) -> Event | None:
+        raw: Any = self.client.lpop(keys.job_events(self.job_id))
+        return None if raw is None else Event(_text(raw))
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until the job is poked (an event, or a worker asking for data), at most
+        ``timeout_s``; True when poked."""
+        got: Any = self.client.blpop([keys.job_wake(self.job_id)], timeout=timeout_s)
+        if got is None:
+            return False
+        self.client.delete(keys.job_wake(self.job_id))  # one pass serves every poke so far
+        return True
+
+    # -- status ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        meta = self.meta()
+        return {
+            "job": self.job_id,
+            "kind": meta.get(Field.KIND.value, "unknown"),
+            "state": meta.get(Field.STATE.value, "unknown"),
+            "segments_total": int(meta.get(Field.TOTAL.value, 0)),
+            "segments_done": int(meta.get(Field.DONE.value, 0)),
+            "dead_letters": int(meta.get(Field.DEAD.value, 0)),
+            "messages": int(meta.get(Field.MESSAGES.value, 0)),
+        }
+
+
+# Count a start; on the first start past the limit, append the dead letter (once).
+_ADMIT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+if n > tonumber(ARGV[1]) then
+  if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[2])) then
+    local reason = redis.call('GET', KEYS[4])
+    if not reason then reason = ARGV[4] end
+    local letter = cjson.decode(ARGV[3])
+    letter['reason'] = reason
+    letter['deliveries'] = n - 1
+    redis.call('RPUSH', KEYS[2], cjson.encode(letter))
+  end
+  return 0
+end
+return n
+"""
+
+# Dead-letter a task now (a permanent error): once, whatever the count.
+_BURY = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then
+  local letter = cjson.decode(ARGV[1])
+  letter['deliveries'] = tonumber(redis.call('GET', KEYS[3]) or '0')
+  redis.call('RPUSH', KEYS[1], cjson.encode(letter))
+  return 1
+end
+return 0
+"""
+
+
+class DeliveryGuard:
+    """Redelivery counting and the dead-letter list.
+
+    With ``acks_late`` and ``reject_on_worker_lost`` a task whose worker dies is delivered
+    again.  A task that *always* kills its worker (a poison segment) would loop forever, so
+    every start is counted; past ``max_tries`` starts the task is not run again but written
+    once to the dead-letter list with its reason.  A start that ended in a transient error
+    (a 429, a timeout) is given back: those have their own, larger budget.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        max_tries: int = 3,
+        max_transient: int = 30,
+        dead_letters: str = keys.DEAD_LETTERS,
+    ) -> None:
+        self.client = client
+        self.max_tries = max_tries
+        self.max_transient = max_transient
+        self.dead_letters = dead_letters
+
+    @staticmethod
+    def _letter(task_id: str, name: str, args: list[Any], queue: str) -> str:
+        return orjson.dumps({"task_id": task_id, "task": name, "args": args, "queue": queue}).decode()
+
+    def admit(self, task_id: str, name: str, args: list[Any], queue: str) -> bool:
+        """Count this start; False when the task has had its tries and was dead-lettered."""
+        base = keys.deliveries(task_id)
+        n: Any = self.client.eval(
+            _ADMIT,
+            4,
+            base,
+            self.dead_letters,
+            base + ":dead",
+            base + ":error",
+            self.max_tries,
+            COUNTER_TTL_S,
+            self._letter(task_id, name, args, queue),
+            WORKER_DIED,
+        )
+        return int(n) > 0
+
+    def bury(self, task_id: str, name: str, args: list[Any], queue: str, reason: str) -> bool:
+        """Dead-letter the task at once (a permanent error); True the first time."""
+        base = keys.deliveries(task_id)
+        letter = orjson.loads(self._letter(task_id, name, args, queue))
+        letter["reason"] = reason[:2000]
+        buried: Any = self.client.eval(
+            _BURY, 3, self.dead_letters, base + ":dead", base, orjson.dumps(letter).decode(), COUNTER_TTL_S
+        )
+        return bool(buried)
+
+    def record_error(self, task_id: str, error: str) -> None:
+        """Remember why the last try failed (it becomes the dead letter's reason)."""
+        self.client.set(keys.deliveries(task_id) + ":error", error[:2000], ex=COUNTER_TTL_S)
+
+    def give_back(self, task_id: str) -> int:
+        """A start that ended in a transient error does not count as a try; returns how
+        many transient failures the task has had."""
+        base = keys.deliveries(task_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.decr(base)
+        pipe.incr(base + ":transient")
+        pipe.expire(base + ":transient", COUNTER_TTL_S)
+        _, transient, _ = pipe.execute()
+        return int(transient)
+
+    def reason(self, task_id: str) -> str:
+        """Why the task's last try failed, as the dead letter says."""
+        raw: Any = self.client.get(keys.deliveries(task_id) + ":error")
+        return raw.decode("utf-8", "replace") if raw else WORKER_DIED
+
+    def done(self, task_id: str) -> None:
+        base = keys.deliveries(task_id)
+        self.client.delete(base, base + ":error", base + ":transient")
+
+    def letters(self) -> list[dict[str, Any]]:
+        return [orjson.loads(raw) for raw in self.client.lrange(self.dead_letters, 0, -1)]
