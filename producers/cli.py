@@ -339,7 +339,7 @@ def _distributed_audit(
             alive=workers.check if workers is not None else None,
         )
         try:
-            submission = submitter.submit(Writer.SUBMITTER, rerun_done=True)
+            submission = submitter.submit_when_free(Writer.SUBMITTER)
             if submission.outcome is Outcome.SERVED_ELSEWHERE:
                 raise UsageError(
                     f"job {job} is being run by another retape command (same inputs, options and --out)"

@@ -34,9 +34,9 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+from shared import lifecycle
 from shared.errors import PipelineError
 from shared.queues import ALL_QUEUES
-from shared import lifecycle
 
 Popen = subprocess.Popen[bytes]
 

@@ -143,7 +143,31 @@ class Submitter:
         self.feeder = Feeder(client, job, plan.files)
 
     def submit(self, writer: Writer, rerun_done: bool) -> jobflow.Submission:
-        return jobflow.submit(self.store, sender_for(self.url), self.plan, writer, self.owner, rerun_done)
+        """Submit the job; a lease held by a command of this host that is gone (killed) is
+        taken at once rather than after its expiry."""
+        sender = sender_for(self.url)
+        submission = jobflow.submit(self.store, sender, self.plan, writer, self.owner, rerun_done)
+        if submission.outcome is jobflow.Outcome.SERVED_ELSEWHERE:
+            holder = self.store.lease_holder()
+            if holder and _dead_here(holder) and self.store.release_dead_lease(holder):
+                submission = jobflow.submit(self.store, sender, self.plan, writer, self.owner, rerun_done)
+        return submission
+
+    def submit_when_free(self, writer: Writer) -> jobflow.Submission:
+        """Submit (running the job again if it finished); when another submitter holds the
+        job, wait for its lease to run out (a command on another host that died holds it for
+        up to its expiry), at most twice the lease."""
+        deadline = time.monotonic() + 2 * LEASE_S
+        submission = self.submit(writer, rerun_done=True)
+        if submission.outcome is jobflow.Outcome.SERVED_ELSEWHERE:
+            sys.stderr.write(
+                f"retape: job {self.job[:12]} is held by another retape command; "
+                f"waiting up to {2 * LEASE_S} s for it to let go\n"
+            )
+        while submission.outcome is jobflow.Outcome.SERVED_ELSEWHERE and time.monotonic() < deadline:
+            time.sleep(0.5)
+            submission = self.submit(writer, rerun_done=True)
+        return submission
 
     def release(self) -> None:
         self.feeder.close()
@@ -209,6 +233,21 @@ class Submitter:
         report = kind.write_outputs(self.plan, results, out_dir)
         jobflow.cancel(self.store)
         return report
+
+
+def _dead_here(holder: str) -> bool:
+    """The lease ``holder`` (``host:pid:token``) is a process of this host that is gone."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def write_not_audited(plan: JobPlan, out_dir: str, reason: str) -> dict[str, Any]:

@@ -134,17 +134,21 @@ def cancel(store: JobStore) -> None:
 ContextFactory = Callable[[JobPlan, int], SegmentContext]
 
 
-def _running_plan(store: JobStore) -> JobPlan | None:
+def _running_plan(store: JobStore, starting: bool = False) -> JobPlan | None:
+    """The job's plan while it runs (None once it finished, was cancelled or lost); a task
+    ``starting`` on it is counted, so the submitter knows a worker took something."""
     plan = store.plan()
     if plan is None or store.state() is not JobState.RUNNING:
         log.info("job %s is not running (finished, cancelled or lost): nothing to do", store.job_id)
         return None
+    if starting:
+        store.add(Field.STARTED)
     return plan
 
 
 def run_stage(store: JobStore, sender: Sender, segment: int, stage: int, context: ContextFactory) -> None:
     """Run (or, on a redelivery, pick up) stage ``stage`` of a segment and pass it on."""
-    plan = _running_plan(store)
+    plan = _running_plan(store, starting=True)
     if plan is None:
         return
     kind = kind_named(plan.kind)
@@ -191,7 +195,7 @@ def _pass_on(store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage
 
 def run_subtask(store: JobStore, sender: Sender, segment: int, stage: int, sub: int) -> None:
     """Answer one sub-task (once); the last answer of a stage starts the next stage."""
-    plan = _running_plan(store)
+    plan = _running_plan(store, starting=True)
     if plan is None:
         return
     raw = store.result(segment, stage)

@@ -110,6 +110,14 @@ class JobStore:
     def release_lease(self, owner: str) -> None:
         self.client.eval(_RELEASE, 1, keys.job_lease(self.job_id), owner)
 
+    def lease_holder(self) -> str | None:
+        raw: Any = self.client.get(keys.job_lease(self.job_id))
+        return None if raw is None else _text(raw)
+
+    def release_dead_lease(self, holder: str) -> bool:
+        """Drop the lease of a holder known to be dead (only if it still holds it)."""
+        return bool(self.client.eval(_RELEASE, 1, keys.job_lease(self.job_id), holder))
+
     # -- life cycle -------------------------------------------------------------------
 
     def start(self, plan: JobPlan, writer: Writer) -> int:

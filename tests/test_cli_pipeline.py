@@ -193,3 +193,31 @@ def test_ctrl_c_stops_everything_within_2_s_without_a_traceback(long_plain: Path
     assert proc.returncode == 130 and alive(tree) == []
     assert err.rstrip().endswith("retape: interrupted") and "Traceback" not in err
     assert elapsed < 2
+
+
+def test_kill_9_of_the_command_on_a_shared_broker_and_the_rerun_takes_the_job_over(
+    broker: str, long_plain: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = [
+        "audit",
+        str(long_plain),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--broker",
+        broker,
+        "--workers",
+        "2",
+    ]
+    proc = start_retape(*args)
+    tree = _tree_when_busy(proc, out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait_for(lambda: alive(tree) == [], 10, "the killed command's workers to go")
+    began = time.monotonic()
+    again = retape(*args)  # its lease names a process of this host that is gone: taken at once
+    assert again.returncode == 0, again.stderr
+    assert "waiting up to" not in again.stderr
+    print(f"\nre-run after kill -9: {time.monotonic() - began:.1f} s")
+    assert outputs(out) == _in_process([str(long_plain)], tmp_path / "single")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from shared.messaging import broker_url, celery_app
 from shared import lifecycle
+from shared.messaging import broker_url, celery_app
 
 
 def create_app(url: str | None = None) -> Celery:

@@ -27,7 +27,6 @@ import redis
 from celery import Task
 
 from shared.errors import PermanentError, Superseded, TransientError
-from shared.jobs import Field
 from shared.jobstore import DeliveryGuard, JobStore
 from shared.messaging import MAX_COUNTDOWN_S, CelerySender
 
@@ -80,8 +79,6 @@ class GuardedTask(Task):
         try:
             guard = DeliveryGuard(self.client(), max_tries=self.max_tries)
             admitted = guard.admit(task_id, self.name, list(args), self.queue_name())
-            if admitted:
-                self.store(args[0]).add(Field.STARTED)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # The broker went away before the try was even counted: deliver it again later.
             raise self.retry(exc=exc, countdown=backoff_s(self.request.retries), max_retries=None) from exc
