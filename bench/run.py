@@ -55,7 +55,7 @@ def build_capture(copies: int, dest: Path, symbol: str | None = None) -> tuple[i
     with gzip.open(dest, "wb", compresslevel=1) if gz else open(dest, "wb") as out:
         out.write(snapshot)
         for k in range(copies):
-            for ts, obj in diffs:
+            for t_ns, obj in diffs:
                 d = dict(obj["data"])
                 if symbol is not None:
                     d["s"] = symbol
@@ -66,7 +66,7 @@ def build_capture(copies: int, dest: Path, symbol: str | None = None) -> tuple[i
                     d["E"] += k * ns_step // 1_000_000
                     d["T"] += k * ns_step // 1_000_000
                 out.write(
-                    b"%d " % (ts + k * ns_step)
+                    b"%d " % (t_ns + k * ns_step)
                     + orjson.dumps({"stream": stream or obj["stream"], "data": d})
                     + b"\n"
                 )

@@ -176,7 +176,7 @@ def _audit_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config(args: argparse.Namespace) -> AuditConfig:
+def audit_config(args: argparse.Namespace) -> AuditConfig:
     return AuditConfig(
         drift_ms=args.drift_ms,
         reorder_window=args.reorder_window,
@@ -259,7 +259,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from shared.outdir import OutputDir
 
     _check_paths(args.paths)
-    cfg = _config(args)
+    cfg = audit_config(args)
     url = args.broker or os.environ.get("REDIS_URL")
     if args.in_process and (args.broker or args.workers):
         raise UsageError("--in-process runs no broker and no workers: drop --broker/--workers")
@@ -481,7 +481,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     out = os.path.abspath(args.out)
     OutputDir(out).check_writable()
     client = connect(url)
-    job, plan = plan_audit(args.paths, _config(args), out, Writer.AGGREGATOR)
+    job, plan = plan_audit(args.paths, audit_config(args), out, Writer.AGGREGATOR)
     print(job, flush=True)
     submitter = Submitter(client, url, job, plan)
     try:

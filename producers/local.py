@@ -356,7 +356,8 @@ class LocalWorkers:
     """``count`` worker processes (prefork children of one ``celery worker``) on ``url``.
 
     ``embedded``: the broker ends with this command, so stopping is always immediate.
-    ``app``: the ``celery -A`` module (tests use their own).  Output goes to ``log_path``.
+    ``app``: the ``celery -A`` module (tests use their own).  ``env``: variables added to this
+    process's environment for the workers.  Output goes to ``log_path``.
     """
 
     def __init__(
@@ -368,6 +369,7 @@ class LocalWorkers:
         *,
         embedded: bool,
         app: str = "workers.app",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.url = url
         self.count = count
@@ -375,6 +377,7 @@ class LocalWorkers:
         self.queues = tuple(queues)
         self.embedded = embedded
         self.app = app
+        self.extra_env = dict(env or {})
         self.hostname = f"retape-local-{os.getpid()}-{secrets.token_hex(3)}@{socket.gethostname()}"
         self.proc: Popen | None = None
         self.stopped = False
@@ -402,6 +405,9 @@ class LocalWorkers:
         ]
 
     def start(self) -> LocalWorkers:
+        """Start the worker (once: a second call does nothing)."""
+        if self.proc is not None:
+            return self
         _require_main_thread("the local workers")
         # TMPDIR: the pool's own temporary files (billiard's pymp-*) go where the log is,
         # the run directory, removed with it even when the workers are killed.
@@ -410,6 +416,7 @@ class LocalWorkers:
             "REDIS_URL": self.url,
             lifecycle.ENV: "1",
             "TMPDIR": os.path.dirname(os.path.abspath(self.log_path)),
+            **self.extra_env,
         }
         self.proc = _spawn(self.command(), self.log_path, subprocess.DEVNULL, env)
         return self

@@ -27,10 +27,12 @@ SEGMENTS = [
 
 def _run(url: str, out: Path, log: Path, subtask_s: float, kill: bool) -> tuple[bytes, int]:
     """The job's output, and how many task starts it took."""
-    os.environ.update(env(FANIN_SUBTASK_S=str(subtask_s)))
     client = redis.Redis.from_url(url)
     job, plan = plan_fanin(SEGMENTS, str(out))
-    with LocalWorkers(url, 2, str(log), embedded=False, app="fanin_kind") as pool:
+    workers = LocalWorkers(
+        url, 2, str(log), embedded=False, app="fanin_kind", env=env(FANIN_SUBTASK_S=str(subtask_s))
+    )
+    with workers as pool:
         submitter = Submitter(client, url, job, plan)
         submitter.submit(Writer.SUBMITTER, rerun_done=True)
         if kill:

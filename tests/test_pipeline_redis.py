@@ -53,8 +53,7 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 def workers(url: str, count: int, log: Path, app: str = "workers.app", **extra: str) -> LocalWorkers:
-    os.environ.update(env(**extra))  # LocalWorkers passes this process's environment on
-    return LocalWorkers(url, count, str(log), embedded=False, app=app)
+    return LocalWorkers(url, count, str(log), embedded=False, app=app, env=env(**extra))
 
 
 def pool_children(pool: LocalWorkers) -> list[int]:

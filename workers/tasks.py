@@ -10,16 +10,22 @@ decisions are the base task's (:mod:`workers.base`).
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from shared import jobflow
-from shared.jobs import JobPlan, SegmentContext, TaskName
+from shared.jobs import KIND_MODULES, JobPlan, SegmentContext, TaskName
 from shared.outdir import OutputDir
 from workers.app import app
 from workers.base import GuardedTask
 from workers.data import SegmentBlocks
 
 OUTPUT_LOCK_WAIT_S = 30.0
+
+# The kinds' modules are imported here, in the worker's main process, before it forks its
+# pool: every pool process starts with them loaded.
+for _module in KIND_MODULES.values():
+    importlib.import_module(_module)
 
 
 class SegmentTask(GuardedTask):
