@@ -33,6 +33,7 @@ EXIT_BELOW_THRESHOLD = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3  # an input was found but not audited (or the command could not finish)
 EXIT_INTERRUPTED = 130
+WORKERS_LOG = "retape-workers.log"  # in --out, when a run with local workers went wrong
 MAX_AT_US = 253402300800 * 1_000_000  # 10000-01-01T00:00:00Z
 
 
@@ -269,6 +270,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     folder = OutputDir(out)
     folder.check_writable()
     with folder.lock():
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out, WORKERS_LOG))  # an earlier run's: it spoke of that run
         if args.in_process:
             from shared.engine import Engine
             from shared.report import write_outputs
@@ -305,12 +308,9 @@ def _distributed_audit(
 ) -> dict[str, Any]:
     """Run the audit as a job: on ``url`` (its workers, plus ``--workers`` local ones), or on
     an embedded broker with local workers (the CPU count unless ``--workers``)."""
-    import redis
-
     from producers.local import EmbeddedBroker, LocalWorkers, RunDir
-    from producers.run import Submitter, Waiting, connect, lost, write_not_audited
+    from producers.run import Submitter, Waiting, connect
     from shared.audit_job import plan_audit
-    from shared.jobflow import Outcome
     from shared.jobs import Writer
 
     embedded = not url
@@ -322,7 +322,7 @@ def _distributed_audit(
     run_dir = RunDir()
     workers: LocalWorkers | None = None
     broker: EmbeddedBroker | None = None
-    failed = True
+    trouble = True  # the workers' log is kept unless the job went through cleanly
     try:
         if embedded:
             broker = EmbeddedBroker(run_dir.broker_dir).start()
@@ -332,45 +332,57 @@ def _distributed_audit(
         if count:
             workers = LocalWorkers(url, count, run_dir.workers_log, embedded=embedded).start()
         job, plan = plan_audit(args.paths, cfg, out, Writer.SUBMITTER)
-        submitter = Submitter(client, url, job, plan)
         how = Waiting(
             progress=not (args.no_progress or args.quiet),
             timeout_s=args.timeout,
             alive=workers.check if workers is not None else None,
         )
-        try:
-            submission = submitter.submit_when_free(Writer.SUBMITTER)
-            if submission.outcome is Outcome.SERVED_ELSEWHERE:
-                raise UsageError(
-                    f"job {job} is being run by another retape command (same inputs, options and --out)"
-                )
-            try:
-                submitter.wait_for_segments(how)
-                report = submitter.collect(out)
-            except (JobIncomplete, PipelineError) as exc:
-                if isinstance(exc, BrokerLost):
-                    raise
-                report = submitter.collect_partial(out, str(exc))
-            submitter.release()
-        except (redis.ConnectionError, redis.TimeoutError, BrokerLost) as exc:
-            problem = exc if isinstance(exc, BrokerLost) else lost(url, job, exc)
-            _error(str(problem))
-            report = write_not_audited(plan, out, "the broker was lost while the job ran")
-        except KeyboardInterrupt:
-            _cancel_quietly(submitter)
-            raise
-        failed = bool(_not_audited(report))
+        report, trouble = _run_audit_job(Submitter(client, url, job, plan), how, out)
         return report
     finally:
         if workers is not None:
-            workers.stop(fast=embedded or failed)
+            workers.stop(fast=embedded or trouble)
         if broker is not None:
             broker.stop()
-        if failed and workers is not None and os.path.exists(run_dir.workers_log):
-            kept = run_dir.keep_log(os.path.join(out, "retape-workers.log"))
+        if trouble and workers is not None and os.path.exists(run_dir.workers_log):
+            kept = run_dir.keep_log(os.path.join(out, WORKERS_LOG))
             if kept:
                 sys.stderr.write(f"retape: the local workers' log is kept in {kept}\n")
         run_dir.remove()
+
+
+def _run_audit_job(submitter: Any, how: Any, out: str) -> tuple[dict[str, Any], bool]:
+    """Submit, wait, write the outputs; returns the report and whether anything went wrong in
+    the pipeline (a dead letter, a timeout, dead workers, a lost broker)."""
+    import redis
+
+    from producers.run import lost, write_not_audited
+    from shared.jobflow import Outcome
+    from shared.jobs import Field, Writer
+
+    try:
+        submission = submitter.submit_when_free(Writer.SUBMITTER)
+        if submission.outcome is Outcome.SERVED_ELSEWHERE:
+            raise UsageError(
+                f"job {submitter.job} is being run by another retape command (same inputs, options and --out)"
+            )
+        try:
+            submitter.wait_for_segments(how)
+            report = submitter.collect(out)
+            trouble = submitter.store.count(Field.DEAD) > 0
+        except (JobIncomplete, PipelineError) as exc:
+            if isinstance(exc, BrokerLost):
+                raise
+            report, trouble = submitter.collect_partial(out, str(exc)), True
+        submitter.release()
+        return report, trouble
+    except (redis.ConnectionError, redis.TimeoutError, BrokerLost) as exc:
+        problem = exc if isinstance(exc, BrokerLost) else lost(submitter.url, submitter.job, exc)
+        _error(str(problem))
+        return write_not_audited(submitter.plan, out, "the broker was lost while the job ran"), True
+    except KeyboardInterrupt:
+        _cancel_quietly(submitter)
+        raise
 
 
 def _cancel_quietly(submitter: Any) -> None:
