@@ -315,6 +315,7 @@ def pipeline(
             submitter = submit_and_wait(server.url, inputs, out, pool)
             seconds = time.perf_counter() - t0
         feeder = submitter.feeder
+        assert feeder is not None
         return Run(
             seconds,
             out,

@@ -22,6 +22,7 @@ from shared.errors import (
     BrokerUnreachable,
     InputError,
     JobIncomplete,
+    LeaseLost,
     PipelineError,
     RetapeError,
     UsageError,
@@ -371,7 +372,7 @@ def _run_audit_job(submitter: Any, how: Any, out: str) -> tuple[dict[str, Any], 
             report = submitter.collect(out)
             trouble = submitter.store.count(Field.DEAD) > 0
         except (JobIncomplete, PipelineError) as exc:
-            if isinstance(exc, BrokerLost):
+            if isinstance(exc, (BrokerLost, LeaseLost)):
                 raise
             report, trouble = submitter.collect_partial(out, str(exc)), True
         submitter.release()
@@ -380,19 +381,29 @@ def _run_audit_job(submitter: Any, how: Any, out: str) -> tuple[dict[str, Any], 
         problem = exc if isinstance(exc, BrokerLost) else lost(submitter.url, submitter.job, exc)
         _error(str(problem))
         return write_not_audited(submitter.plan, out, "the broker was lost while the job ran"), True
-    except KeyboardInterrupt:
-        _cancel_quietly(submitter)
+    except LeaseLost:
+        raise  # the job goes on with the producer that took it over: leave it be
+    except BaseException:
+        _cancel_quietly(submitter)  # Ctrl-C, or a failure of our own: queued tasks do nothing
         raise
 
 
 def _cancel_quietly(submitter: Any) -> None:
-    """Ctrl-C: tell the broker the job is abandoned, if it answers at once."""
-    from shared.jobflow import cancel
+    """Ctrl-C or an unexpected error: give the job up (queued tasks then do nothing), if the
+    broker answers within half a second."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from shared.jobstore import JobStore
 
     with contextlib.suppress(Exception):
-        submitter.client.connection_pool.connection_kwargs["socket_timeout"] = 0.5
-        cancel(submitter.store)
-        submitter.release()
+        quick = redis.Redis.from_url(
+            submitter.url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
+        store = JobStore(quick, submitter.job, submitter.store.epoch)
+        store.cancel(submitter.owner)
+        store.release_lease(submitter.owner)
 
 
 SUMMARY_ROWS = 25
@@ -513,14 +524,31 @@ def cmd_produce(args: argparse.Namespace) -> int:
         try:
             submitter.wait_for_segments(Waiting(timeout_s=args.timeout))
         except JobIncomplete:
-            from shared.jobflow import cancel
-
-            cancel(submitter.store)
+            submitter.cancel()
             raise
         finally:
             submitter.release()
+        return _aggregated(submitter, job, out)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise lost(url, job, exc) from None
+
+
+AGGREGATOR_WAIT_S = 300.0
+
+
+def _aggregated(submitter: Any, job: str, out: str) -> int:
+    """Every segment is finished: wait a while for the aggregator to write the outputs."""
+    from shared.jobs import Field, JobState
+
+    state = submitter.wait_for_outputs(AGGREGATOR_WAIT_S)
+    if state is JobState.FAILED:
+        why = submitter.store.get(Field.ERROR) or "see retape status"
+        raise JobIncomplete(f"job {job}: the aggregator could not write the outputs to {out}: {why}")
+    if state is None:
+        sys.stderr.write(
+            f"retape: job {job}: every segment is finished; the aggregator has not written {out} after "
+            f"{AGGREGATOR_WAIT_S:g} s (is a worker serving the aggregate queue?): see retape status {job}\n"
+        )
     return EXIT_OK
 
 

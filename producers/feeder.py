@@ -26,6 +26,7 @@ import redis
 
 from shared import keys
 from shared.jobs import FileRef
+from shared.jobstore import JOB_TTL_S
 
 log = logging.getLogger("retape.producer")
 
@@ -47,12 +48,14 @@ class Feeder:
         self,
         client: redis.Redis,
         job_id: str,
+        epoch: int,
         files: list[FileRef],
         window: int = WINDOW_BLOCKS,
         block_size: int = BLOCK_SIZE,
     ) -> None:
         self.client = client
         self.job_id = job_id
+        self.epoch = epoch
         self.files = files
         self.window = window
         self.block_size = block_size
@@ -80,11 +83,13 @@ class Feeder:
 
     def _want(self, raw: bytes) -> None:
         try:
-            segment, gen, file_no = (int(x) for x in raw.decode().split(":"))
+            epoch, segment, gen, file_no = (int(x) for x in raw.decode().split(":"))
             ref = self.files[file_no]
         except (ValueError, IndexError, UnicodeDecodeError):
             log.error("job %s: ignoring a malformed data request %r", self.job_id, raw[:80])
             return
+        if epoch != self.epoch:
+            return  # a worker of another start of the job
         if gen < self.latest_gen.get(segment, 0):
             return  # a start that was superseded already
         if gen > self.latest_gen.get(segment, 0):
@@ -93,7 +98,7 @@ class Feeder:
         slot = (segment, gen, file_no)
         if slot in self.transfers:
             return
-        key = keys.job_data(self.job_id, segment, gen, file_no)
+        key = keys.job_data(self.job_id, self.epoch, segment, gen, file_no)
         try:
             fh = open(ref.path, "rb")  # noqa: SIM115 (closed when the transfer ends)
         except OSError as exc:
@@ -136,6 +141,7 @@ class Feeder:
                 else:
                     packed = block
                     pipe.xadd(t.key, {"b": packed})
+                pipe.expire(t.key, JOB_TTL_S)  # gone with the job's other keys if nobody reads it
                 t.sent += len(block)
                 self.bytes_sent += len(packed)
                 sent = True

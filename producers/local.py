@@ -107,25 +107,6 @@ def _tail(path: str, lines: int = 20) -> str:
 # -- the run directory -------------------------------------------------------------------
 
 
-def _start_time(pid: int) -> str:
-    """The kernel's start time of ``pid`` (tells a reused pid apart); empty when unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
-
-
-def _running(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return start in ("", "-") or _start_time(pid) in ("", start)
-
-
 def _stale(path: str) -> bool:
     try:
         with open(os.path.join(path, "pid")) as fh:
@@ -135,7 +116,7 @@ def _stale(path: str) -> bool:
         return time.time() - os.lstat(path).st_mtime > ORPHAN_NO_PID_S
     except (OSError, ValueError):
         return False
-    return host == socket.gethostname() and not _running(pid, start)
+    return host == socket.gethostname() and not lifecycle.running(pid, start)
 
 
 class RunDir:
@@ -150,7 +131,7 @@ class RunDir:
         self.path = tempfile.mkdtemp(prefix=RUN_PREFIX, dir=self.root)
         me = os.getpid()
         with open(os.path.join(self.path, "pid"), "w") as fh:
-            fh.write(f"{me} {_start_time(me) or '-'} {socket.gethostname()}\n")
+            fh.write(f"{me} {lifecycle.start_time(me) or '-'} {socket.gethostname()}\n")
         self.broker_dir = os.path.join(self.path, "broker")
         os.mkdir(self.broker_dir, 0o700)
         self.workers_log = os.path.join(self.path, "workers.log")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -20,9 +19,9 @@ from urllib.parse import urlsplit
 import redis
 
 from producers.feeder import Feeder
-from shared import jobflow
-from shared.errors import BrokerLost, BrokerUnreachable, JobIncomplete, PipelineError
-from shared.jobs import Event, Field, JobPlan, JobState, Writer, kind_named
+from shared import jobflow, lifecycle
+from shared.errors import BrokerLost, BrokerUnreachable, JobIncomplete, LeaseLost
+from shared.jobs import Field, JobPlan, JobState, Writer
 from shared.jobstore import LEASE_S, JobStore
 from shared.messaging import sender_for
 
@@ -35,7 +34,10 @@ def display_url(url: str) -> str:
     """The broker's address without its password (never printed)."""
     parts = urlsplit(url)
     host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a number: say so rather than fail
+        port = ":?"
     path = parts.path if parts.path not in ("", "/") else ""
     return f"{parts.scheme}://{host}{port}{path}"
 
@@ -138,9 +140,9 @@ class Submitter:
         self.url = url
         self.job = job
         self.plan = plan
-        self.store = JobStore(client, job)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.feeder = Feeder(client, job, plan.files)
+        self.store = JobStore(client, job)  # at the job's epoch once submitted
+        self.owner = f"{lifecycle.identity()}:{secrets.token_hex(4)}"
+        self.feeder: Feeder | None = None
 
     def submit(self, writer: Writer, rerun_done: bool) -> jobflow.Submission:
         """Submit the job; a lease held by a command of this host that is gone (killed) is
@@ -149,8 +151,11 @@ class Submitter:
         submission = jobflow.submit(self.store, sender, self.plan, writer, self.owner, rerun_done)
         if submission.outcome is jobflow.Outcome.SERVED_ELSEWHERE:
             holder = self.store.lease_holder()
-            if holder and _dead_here(holder) and self.store.release_dead_lease(holder):
+            if holder and lifecycle.gone_here(holder) and self.store.release_lease(holder):
                 submission = jobflow.submit(self.store, sender, self.plan, writer, self.owner, rerun_done)
+        if submission.serving:
+            self.store = submission.store
+            self.feeder = Feeder(self.client, self.job, int(self.store.epoch or 0), self.plan.files)
         return submission
 
     def submit_when_free(self, writer: Writer) -> jobflow.Submission:
@@ -170,34 +175,29 @@ class Submitter:
         return submission
 
     def release(self) -> None:
-        self.feeder.close()
+        if self.feeder is not None:
+            self.feeder.close()
         self.store.release_lease(self.owner)
+
+    def cancel(self) -> bool:
+        """Give the job up, if this submitter still holds it: queued tasks will do nothing."""
+        return jobflow.cancel(self.store, self.owner)
 
     def wait_for_segments(self, how: Waiting) -> None:
         """Serve the data until every segment is finished."""
         store = self.store
         bar = Progress(self.job) if how.progress else None
-        started = time.monotonic()
-        renewed = started
-        noticed = False
+        watch = _WorkerWatch(self, how)
+        started = renewed = time.monotonic()
         while True:
-            now = time.monotonic()
-            if now - renewed > LEASE_S / 3:
+            if time.monotonic() - renewed > LEASE_S / 3:
                 if not store.take_lease(self.owner):
-                    raise PipelineError(f"job {self.job} was taken over by another producer")
-                renewed = now
+                    raise LeaseLost(f"job {self.job} was taken over by another producer; it goes on there")
+                renewed = time.monotonic()
             store.wait(POKE_WAIT_S)
-            self.feeder.pump()
-            if store.next_event() is Event.FAILED:
-                raise PipelineError(f"job {self.job} failed: {store.get(Field.ERROR) or 'see retape status'}")
-            status = store.status()
-            if status["state"] != JobState.RUNNING.value:
-                if status["state"] == "unknown":
-                    raise BrokerLost(
-                        f"job {self.job} vanished from the broker at {display_url(self.url)} while it ran "
-                        "(restarted or flushed?): run the same command again"
-                    )
-                raise JobIncomplete(f"job {self.job} is {status['state']}")
+            if self.feeder is not None:
+                self.feeder.pump()
+            status = self._running_status()
             if how.alive is not None:
                 how.alive()
             if bar is not None:
@@ -207,51 +207,90 @@ class Submitter:
                     bar.show(status, force=True)
                     bar.close()
                 return
-            elapsed = time.monotonic() - started
-            if not noticed and elapsed >= how.notice_after_s and store.count(Field.STARTED) == 0:
-                noticed = True
-                how.err.write(
-                    f"\nretape: no worker has taken a task of job {self.job[:12]} for "
-                    f"{how.notice_after_s:g} s: start one with `retape worker` attached to "
-                    f"{display_url(self.url)} (or give --workers N)\n"
-                )
-                how.err.flush()
-            if how.timeout_s is not None and elapsed >= how.timeout_s:
+            watch.check(status)
+            if how.timeout_s is not None and time.monotonic() - started >= how.timeout_s:
                 raise JobIncomplete(f"gave up after {how.timeout_s:g} s (--timeout)")
+
+    def _running_status(self) -> dict[str, Any]:
+        status = self.store.status()
+        if status["state"] == "unknown":
+            raise BrokerLost(
+                f"job {self.job} vanished from the broker at {display_url(self.url)} while it ran "
+                "(restarted or flushed?): run the same command again"
+            )
+        if status["state"] != JobState.RUNNING.value or not self.store.running():
+            raise JobIncomplete(f"job {self.job} ended while it was served ({status['state']})")
+        return status
+
+    def wait_for_outputs(self, timeout_s: float) -> JobState | None:
+        """After the segments: wait (at most ``timeout_s``) for the aggregator to write the
+        outputs; the job's final state, or None when it is still running."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.store.state()
+            if state is not JobState.RUNNING:
+                return state
+            self.store.wait(POKE_WAIT_S)
+        return None
 
     def collect(self, out_dir: str) -> dict[str, Any]:
         return jobflow.collect(self.store, self.plan, out_dir)
 
     def collect_partial(self, out_dir: str, reason: str) -> dict[str, Any]:
-        """Write what the finished segments found; the others are reported as not audited."""
-        kind = kind_named(self.plan.kind)
+        """Write what the finished segments found, the others reported as not audited; then
+        give the job up."""
         found = self.store.final_results(self.plan.segments)
-        results = [
-            jobflow.decode_step(r).result if r is not None else kind.failed_segment(self.plan, n, reason)
-            for n, r in enumerate(found)
-        ]
-        report = kind.write_outputs(self.plan, results, out_dir)
-        jobflow.cancel(self.store)
+        report = jobflow.write_with_failures(self.plan, found, out_dir, reason)
+        self.cancel()
         return report
 
 
-def _dead_here(holder: str) -> bool:
-    """The lease ``holder`` (``host:pid:token``) is a process of this host that is gone."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+class _WorkerWatch:
+    """Says once when no worker takes the job's tasks: none taken at all after
+    ``notice_after_s``, or no progress that long and no worker answering a ping."""
+
+    def __init__(self, submitter: Submitter, how: Waiting) -> None:
+        self.submitter = submitter
+        self.how = how
+        self.since = time.monotonic()
+        self.last: tuple[int, int] | None = None
+        self.said = False
+
+    def check(self, status: dict[str, Any]) -> None:
+        store = self.submitter.store
+        progress = (store.count(Field.STARTED), int(status["segments_done"]))
+        if progress != self.last:
+            self.last, self.since = progress, time.monotonic()
+            return
+        if self.said or time.monotonic() - self.since < self.how.notice_after_s:
+            return
+        where = display_url(self.submitter.url)
+        answering = self._workers_answering()
+        if progress[0] == 0:
+            busy = f" ({answering} worker(s) answer, busy with other work?)" if answering else ""
+            self._say(
+                f"no worker has taken a task of job {self.submitter.job[:12]} for "
+                f"{self.how.notice_after_s:g} s{busy}: start one with `retape worker` attached to "
+                f"{where} (or give --workers N)"
+            )
+        elif answering == 0:
+            self._say(
+                f"job {self.submitter.job[:12]} has made no progress for {self.how.notice_after_s:g} s "
+                f"and no worker answers on {where}: start one with `retape worker` (the job waits)"
+            )
+
+    def _workers_answering(self) -> int:
+        try:
+            return len(sender_for(self.submitter.url).app.control.ping(timeout=1.0) or [])
+        except Exception:  # a ping that fails tells nothing either way
+            return 0
+
+    def _say(self, message: str) -> None:
+        self.said = True
+        self.how.err.write(f"\nretape: {message}\n")
+        self.how.err.flush()
 
 
 def write_not_audited(plan: JobPlan, out_dir: str, reason: str) -> dict[str, Any]:
     """Outputs that say every input of the job went unaudited, and why (the broker is gone)."""
-    kind = kind_named(plan.kind)
-    results = [kind.failed_segment(plan, n, reason) for n in range(plan.segments)]
-    return kind.write_outputs(plan, results, out_dir)
+    return jobflow.write_with_failures(plan, [None] * plan.segments, out_dir, reason)

@@ -100,5 +100,9 @@ class Superseded(PipelineError):
     """A newer start of the same unit of work exists; this one gives way (not a failure)."""
 
 
+class LeaseLost(PipelineError):
+    """Another producer took over the job this command was serving (it goes on there)."""
+
+
 class JobIncomplete(PipelineError):
     """A job ended without every input audited (timed out, cancelled, broker lost)."""

@@ -7,7 +7,9 @@ workers the running half; the submitter of an ``audit`` also combines the result
 
 Same bytes whatever happens: results are write-once per stage, a redelivered task finds
 its stage's result and only re-sends what has no answer yet, barriers trip once, and the
-outputs are a function of the final results in segment order.
+outputs are a function of the final results in segment order.  Tasks carry the job's epoch
+(which start of the job they belong to); a task of another start, or one that outlived the
+job, finds the job not running at its epoch and does nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from typing import Any, Protocol
 import orjson
 
 from shared.jobs import (
-    Event,
     Field,
     JobPlan,
     JobState,
@@ -78,6 +79,7 @@ class Submission:
     job: str
     outcome: Outcome
     plan: JobPlan
+    store: JobStore  # at the job's epoch when this submitter serves it
 
     @property
     def serving(self) -> bool:
@@ -91,22 +93,24 @@ def submit(
     """Take the job's lease, then start it, take it over, or leave it."""
     job = store.job_id
     if not store.take_lease(owner):
-        return Submission(job, Outcome.SERVED_ELSEWHERE, plan)
+        return Submission(job, Outcome.SERVED_ELSEWHERE, plan, store)
     state = store.state()
     if state is JobState.RUNNING and store.plan() is not None:
-        attempt = store.take_over(writer)
-        resume(store, sender, plan, attempt)
-        return Submission(job, Outcome.RESUMED, plan)
+        live, attempt = store.take_over(writer)
+        resume(live, sender, plan, attempt)
+        return Submission(job, Outcome.RESUMED, plan, live)
     if state is JobState.DONE and not rerun_done:
         store.release_lease(owner)
-        return Submission(job, Outcome.DONE, plan)
-    attempt = store.start(plan, writer)
+        return Submission(job, Outcome.DONE, plan, store)
+    live = store.start(plan, writer)
+    attempt = live.count(Field.ATTEMPT)
     queue = kind_named(plan.kind).queue.value
     for n in range(plan.segments):
-        sender.send(TaskName.SEGMENT, [job, n, 0], segment_task_id(queue, job, n, 0, attempt), queue)
+        task_id = segment_task_id(queue, job, n, 0, attempt)
+        sender.send(TaskName.SEGMENT, [job, live.epoch, n, 0], task_id, queue)
     if plan.segments == 0:
-        segments_complete(store, sender)
-    return Submission(job, Outcome.NEW, plan)
+        segments_complete(live, sender)
+    return Submission(job, Outcome.NEW, plan, live)
 
 
 def resume(store: JobStore, sender: Sender, plan: JobPlan, attempt: int) -> None:
@@ -117,15 +121,15 @@ def resume(store: JobStore, sender: Sender, plan: JobPlan, attempt: int) -> None
     unfinished = store.unfinished(plan.segments)
     for n in unfinished:
         stage = store.latest_stage(n)
-        sender.send(TaskName.SEGMENT, [job, n, stage], segment_task_id(queue, job, n, stage, attempt), queue)
+        task_id = segment_task_id(queue, job, n, stage, attempt)
+        sender.send(TaskName.SEGMENT, [job, store.epoch, n, stage], task_id, queue)
     if not unfinished:
         segments_complete(store, sender)
 
 
-def cancel(store: JobStore) -> None:
-    """The submitter gives up: queued tasks of the job will do nothing."""
-    if store.state() is JobState.RUNNING:
-        store.finish(JobState.CANCELLED)
+def cancel(store: JobStore, owner: str) -> bool:
+    """The submitter holding the lease gives up: queued tasks of the job will do nothing."""
+    return store.cancel(owner)
 
 
 # -- running (workers) ---------------------------------------------------------------------
@@ -135,11 +139,12 @@ ContextFactory = Callable[[JobPlan, int], SegmentContext]
 
 
 def _running_plan(store: JobStore, starting: bool = False) -> JobPlan | None:
-    """The job's plan while it runs (None once it finished, was cancelled or lost); a task
-    ``starting`` on it is counted, so the submitter knows a worker took something."""
+    """The job's plan while it runs at the store's epoch (None once it finished, was
+    cancelled, started again or lost); a task ``starting`` on it is counted, so the
+    submitter knows a worker took something."""
     plan = store.plan()
-    if plan is None or store.state() is not JobState.RUNNING:
-        log.info("job %s is not running (finished, cancelled or lost): nothing to do", store.job_id)
+    if plan is None or not store.running():
+        log.info("job %s is not running at epoch %s: nothing to do", store.job_id, store.epoch)
         return None
     if starting:
         store.add(Field.STARTED)
@@ -151,22 +156,9 @@ def run_stage(store: JobStore, sender: Sender, segment: int, stage: int, context
     plan = _running_plan(store, starting=True)
     if plan is None:
         return
-    kind = kind_named(plan.kind)
     raw = store.result(segment, stage)
     if raw is None:
-        if stage == 0:
-            step = kind.run_segment(plan, segment, context(plan, segment))
-        else:
-            previous = store.result(segment, stage - 1)
-            if previous is None:
-                raise RuntimeError(f"segment {segment} stage {stage} has no stage {stage - 1} to continue")
-            before = decode_step(previous)
-            answers = store.answers(segment, stage - 1, len(before.subtasks))
-            if any(a is None for a in answers):
-                raise RuntimeError(
-                    f"segment {segment} stage {stage}: sub-tasks of stage {stage - 1} unanswered"
-                )
-            step = kind.continue_segment(plan, segment, stage, before.result, [a for a in answers if a])
+        step = _compute(store, plan, segment, stage, context)
         if store.put_result(segment, stage, encode_step(step)) and step.final:
             store.add(Field.MESSAGES, step.messages)
         raw = store.result(segment, stage)
@@ -174,23 +166,42 @@ def run_stage(store: JobStore, sender: Sender, segment: int, stage: int, context
     _pass_on(store, sender, plan, segment, stage, decode_step(raw))
 
 
+def _compute(store: JobStore, plan: JobPlan, segment: int, stage: int, context: ContextFactory) -> Step:
+    kind = kind_named(plan.kind)
+    if stage == 0:
+        return kind.run_segment(plan, segment, context(plan, segment))
+    previous = store.result(segment, stage - 1)
+    if previous is None:
+        raise RuntimeError(f"segment {segment} stage {stage} has no stage {stage - 1} to continue")
+    before = decode_step(previous)
+    answers = store.answers(segment, stage - 1, len(before.subtasks))
+    if any(a is None for a in answers):
+        raise RuntimeError(f"segment {segment} stage {stage}: stage {stage - 1} has unanswered sub-tasks")
+    return kind.continue_segment(plan, segment, stage, before.result, [a for a in answers if a is not None])
+
+
 def _pass_on(store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage: int, step: Step) -> None:
-    job = store.job_id
-    attempt = store.count(Field.ATTEMPT)
     if step.final:
         finish_segment(store, sender, plan, segment, stage)
         return
     answers = store.answers(segment, stage, len(step.subtasks))
     missing = [n for n, answer in enumerate(answers) if answer is None]
     if not missing:  # every answer is in: the barrier's tripper may have died before acting
-        queue = kind_named(plan.kind).queue.value
-        task_id = segment_task_id(queue, job, segment, stage + 1, attempt)
-        sender.send(TaskName.SEGMENT, [job, segment, stage + 1], task_id, queue)
+        _next_stage(store, sender, plan, segment, stage + 1)
         return
+    job = store.job_id
+    attempt = store.count(Field.ATTEMPT)
     for n in missing:
         queue = step.subtasks[n].queue.value
         task_id = subtask_id(queue, job, segment, stage, n, attempt)
-        sender.send(TaskName.SUBTASK, [job, segment, stage, n], task_id, queue)
+        sender.send(TaskName.SUBTASK, [job, store.epoch, segment, stage, n], task_id, queue)
+
+
+def _next_stage(store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage: int) -> None:
+    job = store.job_id
+    queue = kind_named(plan.kind).queue.value
+    task_id = segment_task_id(queue, job, segment, stage, store.count(Field.ATTEMPT))
+    sender.send(TaskName.SEGMENT, [job, store.epoch, segment, stage], task_id, queue)
 
 
 def run_subtask(store: JobStore, sender: Sender, segment: int, stage: int, sub: int) -> None:
@@ -212,10 +223,7 @@ def _answered(
     store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage: int, sub: int, total: int
 ) -> None:
     if store.arrive(f"{segment}:{stage}", sub, total):
-        job = store.job_id
-        queue = kind_named(plan.kind).queue.value
-        task_id = segment_task_id(queue, job, segment, stage + 1, store.count(Field.ATTEMPT))
-        sender.send(TaskName.SEGMENT, [job, segment, stage + 1], task_id, queue)
+        _next_stage(store, sender, plan, segment, stage + 1)
 
 
 def finish_segment(store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage: int) -> None:
@@ -225,30 +233,31 @@ def finish_segment(store: JobStore, sender: Sender, plan: JobPlan, segment: int,
 
 
 def segments_complete(store: JobStore, sender: Sender) -> None:
-    """Every segment is finished: tell the submitter; start the aggregator if it writes."""
-    store.notify(Event.SEGMENTS_DONE)
+    """Every segment is finished: wake the submitter; start the aggregator if it writes."""
+    store.poke()
     if store.get(Field.WRITER) == Writer.AGGREGATOR.value:
         job = store.job_id
         task_id = aggregate_task_id(job, store.count(Field.ATTEMPT))
-        sender.send(TaskName.AGGREGATE, [job], task_id, Queue.AGGREGATE.value)
+        sender.send(TaskName.AGGREGATE, [job, store.epoch], task_id, Queue.AGGREGATE.value)
 
 
 # -- what could not be done ------------------------------------------------------------------
 
 
 def bury_segment(store: JobStore, sender: Sender, segment: int, stage: int, reason: str) -> None:
-    """A segment's task was dead-lettered: its final result says why, and the job goes on."""
+    """A segment's task was dead-lettered: its final result says why, and the job goes on.
+    Idempotent: a burial delivered again changes nothing."""
     plan = _running_plan(store)
     if plan is None:
         return
-    store.add(Field.DEAD)
-    kind = kind_named(plan.kind)
-    failed = encode_step(Step(kind.failed_segment(plan, segment, reason)))
+    failed = encode_step(Step(kind_named(plan.kind).failed_segment(plan, segment, reason)))
     while not store.put_result(segment, stage, failed):
         existing = store.result(segment, stage)
         if existing is not None and decode_step(existing).final:
-            break  # it finished after all
+            break  # it finished after all, or was buried already
         stage += 1
+    else:
+        store.add(Field.DEAD)
     finish_segment(store, sender, plan, segment, stage)
 
 
@@ -257,22 +266,21 @@ def bury_subtask(store: JobStore, sender: Sender, segment: int, stage: int, sub:
     plan = _running_plan(store)
     if plan is None:
         return
-    store.add(Field.DEAD)
     raw = store.result(segment, stage)
     if raw is None:
         return
     step = decode_step(raw)
     args = step.subtasks[sub].args
-    store.put_answer(
-        segment, stage, sub, kind_named(plan.kind).failed_subtask(plan, segment, stage, args, reason)
-    )
+    answer = kind_named(plan.kind).failed_subtask(plan, segment, stage, args, reason)
+    if store.put_answer(segment, stage, sub, answer):
+        store.add(Field.DEAD)
     _answered(store, sender, plan, segment, stage, sub, len(step.subtasks))
 
 
 def bury_aggregate(store: JobStore, reason: str) -> None:
-    store.add(Field.DEAD)
-    if store.state() is JobState.RUNNING:
-        store.notify(Event.FAILED)
+    """The outputs cannot be written: the job failed (a later submission runs it again)."""
+    if store.running():
+        store.add(Field.DEAD)
         store.finish(JobState.FAILED, reason)
 
 
@@ -296,3 +304,16 @@ def collect(store: JobStore, plan: JobPlan, out_dir: str) -> dict[str, Any]:
     report = kind_named(plan.kind).write_outputs(plan, results, out_dir)
     store.finish(JobState.DONE)
     return report
+
+
+def write_with_failures(
+    plan: JobPlan, found: list[bytes | None], out_dir: str, reason: str
+) -> dict[str, Any]:
+    """Write the outputs from the final stage records ``found`` where there are some; the
+    segments without one are reported as not audited, with ``reason``."""
+    kind = kind_named(plan.kind)
+    results = [
+        decode_step(r).result if r is not None else kind.failed_segment(plan, n, reason)
+        for n, r in enumerate(found)
+    ]
+    return kind.write_outputs(plan, results, out_dir)

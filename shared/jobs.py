@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 import orjson
 
+from shared.formats.lines import BlockSource
 from shared.queues import Queue
-
-# A block source: path -> the file's stored (possibly compressed) bytes, in blocks.
-BlockSource = Callable[[str], Iterable[bytes]]
 
 
 class JobState(StrEnum):
@@ -58,22 +56,15 @@ class Field(StrEnum):
     STARTED = "started"  # task starts of any kind (has a worker taken anything?)
     MESSAGES = "messages"  # messages read by finished segments (progress)
     DEAD = "dead"  # tasks of the job dead-lettered
-    ATTEMPT = "attempt"  # how many times the job was submitted or taken over
+    EPOCH = "epoch"  # how many times the job was started: tasks carry it, stale ones do nothing
+    ATTEMPT = "attempt"  # how many times it was submitted or taken over (fresh task ids)
     ERROR = "error"
 
 
 class TaskName(StrEnum):
-    SEGMENT = "retape.segment"  # (job, segment, stage): run or continue one segment
-    SUBTASK = "retape.subtask"  # (job, segment, stage, n): one sub-task of a stage
-    AGGREGATE = "retape.aggregate"  # (job,): combine and write, for Writer.AGGREGATOR
-
-
-class Event(StrEnum):
-    """What the submitter waiting on a job is told (a list in Redis)."""
-
-    SEGMENTS_DONE = "segments-done"
-    DONE = "done"
-    FAILED = "failed"
+    SEGMENT = "retape.segment"  # (job, epoch, segment, stage): run or continue one segment
+    SUBTASK = "retape.subtask"  # (job, epoch, segment, stage, n): one sub-task of a stage
+    AGGREGATE = "retape.aggregate"  # (job, epoch): combine and write, for Writer.AGGREGATOR
 
 
 # -- ids -------------------------------------------------------------------------------
@@ -225,25 +216,20 @@ class JobKind(Protocol):
 KIND_MODULES: dict[str, str] = {"audit": "shared.audit_job"}
 
 
-@dataclass(slots=True)
-class _Registry:
-    kinds: dict[str, JobKind] = field(default_factory=dict)
-
-
-_REGISTRY = _Registry()
+_KINDS: dict[str, JobKind] = {}
 
 
 def register(kind: JobKind) -> JobKind:
-    _REGISTRY.kinds[kind.name] = kind
+    _KINDS[kind.name] = kind
     return kind
 
 
 def kind_named(name: str) -> JobKind:
     """The kind called ``name``, importing its module on first use."""
-    kind = _REGISTRY.kinds.get(name)
+    kind = _KINDS.get(name)
     if kind is None and name in KIND_MODULES:
         importlib.import_module(KIND_MODULES[name])
-        kind = _REGISTRY.kinds.get(name)
+        kind = _KINDS.get(name)
     if kind is None:
         raise KeyError(f"unknown job kind {name!r}")
     return kind

@@ -75,10 +75,11 @@ def job_wake(job_id: str) -> str:
 
 
 def job_wants(job_id: str) -> str:
-    """Requests from workers to the producer: ``<segment>:<generation>:<file>`` (a list)."""
+    """Requests from workers to the producer: ``<epoch>:<segment>:<generation>:<file>`` (a list)."""
     return f"{PREFIX}:job:{job_id}:wants"
 
 
-def job_data(job_id: str, segment: int, gen: int, file_no: int) -> str:
-    """The stream of one input file's bytes, for one start of one segment."""
-    return f"{PREFIX}:job:{job_id}:data:{segment}:{gen}:{file_no}"
+def job_data(job_id: str, epoch: int, segment: int, gen: int, file_no: int) -> str:
+    """The stream of one input file's bytes, for one start of one segment (of one start of
+    the job: a stale worker of an earlier start never reads a stream of this one)."""
+    return f"{PREFIX}:job:{job_id}:data:{epoch}:{segment}:{gen}:{file_no}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from functools import cache
@@ -80,3 +81,50 @@ def install() -> None:
     _master = os.getpid()
     prepare()
     worker_process_init.connect(_on_process_init, weak=False, dispatch_uid="retape.die_with_parent")
+
+
+# -- telling whether a process that left its name somewhere is gone ---------------------
+
+
+def start_time(pid: int) -> str:
+    """The kernel's start time of ``pid`` (tells a reused pid apart); empty when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def running(pid: int, start: str) -> bool:
+    """``pid`` runs and is the process that started at ``start`` (when known)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start in ("", "-") or start_time(pid) in ("", start)
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
+    except OSError:
+        return "-"
+
+
+def identity() -> str:
+    """This process, as ``host:pid-namespace:pid:start-time`` (no colon inside a part)."""
+    parts = (socket.gethostname(), _pid_namespace(), str(os.getpid()), start_time(os.getpid()) or "-")
+    return ":".join(p.replace(":", "_") for p in parts)
+
+
+def gone_here(ident: str) -> bool:
+    """The process named by :func:`identity` ran on this host, in this pid namespace, and is
+    gone (a pid reused since counts as gone).  False when it cannot be told from here."""
+    host, namespace, pid_text, start = (ident.split(":") + ["", "", "", ""])[:4]
+    if host != socket.gethostname().replace(":", "_") or namespace != _pid_namespace():
+        return False
+    if not pid_text.isdigit():
+        return False
+    return not running(int(pid_text), start)

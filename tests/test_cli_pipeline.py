@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,12 +31,22 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
 
 
 @pytest.fixture(scope="module")
-def four_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four plain-text captures of four symbols, named alike but for a digit."""
+def four_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Four plain-text captures of four symbols (85 MB each), named alike but for a digit."""
     folder = tmp_path_factory.mktemp("four")
     for n, symbol in enumerate(SYMBOLS):
-        build_capture(2, folder / f"synthetic_usdm_{n}.txt", symbol)
-    return folder
+        build_capture(8, folder / f"synthetic_usdm_{n}.txt", symbol)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.fixture(scope="module")
+def big_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One plain-text capture of 350 MB (the size that once broke the default command)."""
+    folder = tmp_path_factory.mktemp("big")
+    build_capture(33, folder / "btcusdt_20240808.txt")
+    yield folder
+    shutil.rmtree(folder)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +75,16 @@ def test_embedded_default_on_plain_files_of_four_symbols(four_plain: Path, tmp_p
     assert outputs(out) == _in_process([str(four_plain)], tmp_path / "single")
     assert list(tmp.iterdir()) == []  # no worker log or run directory left behind
     assert not (out / "retape-workers.log").exists()
+
+
+def test_embedded_default_on_a_350_mb_plain_capture(big_plain: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = retape("audit", str(big_plain), "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    report = json.loads((out / "report.json").read_bytes())
+    assert report["inputs"][0]["audited"] and report["streams"][0]["messages"] > 200_000
+    assert outputs(out) == _in_process([str(big_plain)], tmp_path / "single")
 
 
 def test_embedded_default_on_the_bundled_gzip_captures(tmp_path: Path) -> None:

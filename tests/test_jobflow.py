@@ -22,7 +22,7 @@ from shared.jobs import (
     segment_task_id,
     subtask_id,
 )
-from shared.jobstore import DeliveryGuard, JobStore
+from shared.jobstore import DeliveryGuard, JobStore, NotRunning
 
 SEGMENTS = [
     [str(DATA / "cryptofeed" / "BINANCE.ws.1.0"), str(DATA / "cryptofeed" / "OKX.ws.1.0")],
@@ -46,11 +46,16 @@ class Queue:
         self.pending.append((name, args))
 
     def run(self, name: TaskName, args: list[Any]) -> None:
+        """What a worker does with the task (its arguments: job, epoch, ...)."""
         context = lambda plan, n: SegmentContext(lambda path: iter(()))  # noqa: E731
-        if name is TaskName.SEGMENT:
-            jobflow.run_stage(self.store, self, args[1], args[2], context)
-        elif name is TaskName.SUBTASK:
-            jobflow.run_subtask(self.store, self, args[1], args[2], args[3])
+        store = self.store.at(args[1])
+        try:
+            if name is TaskName.SEGMENT:
+                jobflow.run_stage(store, self, args[2], args[3], context)
+            elif name is TaskName.SUBTASK:
+                jobflow.run_subtask(store, self, args[2], args[3], args[4])
+        except NotRunning:
+            pass  # a task of another start of the job: the base task does nothing with it
 
     def drain(self) -> None:
         while self.pending:
@@ -71,6 +76,7 @@ def _run(tmp_path: Path, name: str, seed: int, duplicate: float) -> bytes:
     queue = Queue(store, random.Random(seed), duplicate)
     outcome = jobflow.submit(store, queue, plan, Writer.SUBMITTER, "me", rerun_done=True)
     assert outcome.outcome is jobflow.Outcome.NEW
+    store = outcome.store
     queue.drain()
     assert store.count(Field.DONE) == len(SEGMENTS)
     jobflow.collect(store, plan, plan.out)
@@ -88,12 +94,13 @@ def test_any_order_and_redelivery_give_the_same_bytes(tmp_path: Path) -> None:
 def test_task_ids_are_deterministic_and_name_their_queue(tmp_path: Path) -> None:
     store, plan = _job(tmp_path, "ids")
     queue = Queue(store, random.Random(1))
-    jobflow.submit(store, queue, plan, Writer.SUBMITTER, "me", rerun_done=True)
+    epoch = jobflow.submit(store, queue, plan, Writer.SUBMITTER, "me", rerun_done=True).store.epoch
     job = store.job_id
     assert [t[2] for t in queue.sent] == [segment_task_id("book", job, n, 0) for n in range(3)]
+    assert [t[1] for t in queue.sent] == [[job, epoch, n, 0] for n in range(3)]
     assert {t[3] for t in queue.sent} == {"book"}
     queue.sent.clear()
-    queue.run(TaskName.SEGMENT, [job, 1, 0])
+    queue.run(TaskName.SEGMENT, [job, epoch, 1, 0])
     assert [(t[2], t[3]) for t in queue.sent] == [(subtask_id("replay", job, 1, 0, 0), "replay")]
 
 
@@ -108,23 +115,25 @@ def test_a_submitter_that_died_is_taken_over_and_only_the_rest_is_sent(tmp_path:
     store.client.delete(f"retape:job:{store.job_id}:lease")  # the first submitter's lease expired
     second = Queue(store, random.Random(3))
     got = jobflow.submit(store, second, plan, Writer.SUBMITTER, "second", rerun_done=True)
-    assert got.outcome is jobflow.Outcome.RESUMED
+    assert got.outcome is jobflow.Outcome.RESUMED and got.store.epoch == 1  # the same start
     # segment 0 goes on at its stage 0 (which re-sends its sub-tasks), the others start; new ids
-    assert sorted(t[1] for t in second.sent) == [[store.job_id, n, 0] for n in range(3)]
+    assert sorted(t[1] for t in second.sent) == [[store.job_id, 1, n, 0] for n in range(3)]
     assert all(t[2].endswith(":t2") for t in second.sent)
     second.drain()
-    jobflow.collect(store, plan, plan.out)
+    jobflow.collect(got.store, plan, plan.out)
     assert (tmp_path / "takeover" / "fanin.json").read_bytes() == _run(tmp_path, "ref", 0, 0.0)
 
 
 def test_a_dead_lettered_sub_task_is_answered_with_its_reason_and_the_job_completes(tmp_path: Path) -> None:
     store, plan = _job(tmp_path, "dead")
     queue = Queue(store, random.Random(4))
-    jobflow.submit(store, queue, plan, Writer.SUBMITTER, "me", rerun_done=True)
+    store = jobflow.submit(store, queue, plan, Writer.SUBMITTER, "me", rerun_done=True).store
     queue.run(*queue.pending.pop(0))  # segment 0 stage 0: two sub-tasks
     name, args = queue.pending.pop()
     assert name is TaskName.SUBTASK
-    jobflow.bury_subtask(store, queue, args[1], args[2], args[3], "the worker died while running it")
+    reason = "the worker died while running it"
+    jobflow.bury_subtask(store, queue, args[2], args[3], args[4], reason)
+    jobflow.bury_subtask(store, queue, args[2], args[3], args[4], reason)  # a burial delivered again
     queue.drain()
     report = jobflow.collect(store, plan, plan.out)
     failed = [d for s in report["segments"] for d in s.get("digests", []) if "failed" in d]
@@ -135,22 +144,47 @@ def test_a_dead_lettered_sub_task_is_answered_with_its_reason_and_the_job_comple
 def test_a_dead_lettered_segment_is_final_with_its_reason(tmp_path: Path) -> None:
     store, plan = _job(tmp_path, "deadseg")
     queue = Queue(store, random.Random(5))
-    jobflow.submit(store, queue, plan, Writer.SUBMITTER, "me", rerun_done=True)
-    queue.pending = [t for t in queue.pending if t[1][1] != 2]
+    store = jobflow.submit(store, queue, plan, Writer.SUBMITTER, "me", rerun_done=True).store
+    queue.pending = [t for t in queue.pending if t[1][2] != 2]
     jobflow.bury_segment(store, queue, 2, 0, "poison")
+    jobflow.bury_segment(store, queue, 2, 0, "poison")  # delivered again: changes nothing
     queue.drain()
     report = jobflow.collect(store, plan, plan.out)
     assert report["segments"][2] == {"segment": 2, "failed": "poison"}
+    assert store.count(Field.DEAD) == 1
 
 
 def test_a_cancelled_job_runs_nothing(tmp_path: Path) -> None:
     store, plan = _job(tmp_path, "cancel")
     queue = Queue(store, random.Random(6))
     jobflow.submit(store, queue, plan, Writer.SUBMITTER, "me", rerun_done=True)
-    jobflow.cancel(store)
+    assert not jobflow.cancel(store, "somebody else")  # only the lease holder gives a job up
+    assert jobflow.cancel(store, "me")
     sent = len(queue.sent)
     queue.drain()
     assert len(queue.sent) == sent and store.state() is JobState.CANCELLED
+    assert store.client.keys(f"retape:job:{store.job_id}:*") == []  # nothing written after
+
+
+def test_tasks_of_an_earlier_start_write_nothing_into_a_new_start(tmp_path: Path) -> None:
+    store, plan = _job(tmp_path, "restart")
+    first = Queue(store, random.Random(7))
+    jobflow.submit(store, first, plan, Writer.SUBMITTER, "me", rerun_done=True)
+    stale = list(first.pending)  # still queued when the job is started again (Ctrl-C, re-run)
+    second = Queue(store, random.Random(8))
+    again = jobflow.submit(store, second, plan, Writer.SUBMITTER, "me", rerun_done=True)
+    assert again.outcome is jobflow.Outcome.RESUMED  # the lease is ours: a running job goes on
+    jobflow.cancel(again.store, "me")
+    third = Queue(store, random.Random(9))
+    fresh = jobflow.submit(store, third, plan, Writer.SUBMITTER, "me", rerun_done=True)
+    assert fresh.outcome is jobflow.Outcome.NEW and fresh.store.epoch == 2
+    for task in stale:  # tasks of epoch 1: they do nothing
+        third.run(*task)
+        jobflow.bury_segment(store.at(1), third, task[1][2], 0, "stale")
+    assert third.store.client.keys(f"retape:job:{store.job_id}:seg:*") == []
+    third.drain()
+    jobflow.collect(fresh.store, plan, plan.out)
+    assert (tmp_path / "restart" / "fanin.json").read_bytes() == _run(tmp_path, "ref", 0, 0.0)
 
 
 @pytest.mark.parametrize("tries", [1, 3])

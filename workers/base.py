@@ -7,17 +7,22 @@ raises decides what happens next, by type (:mod:`shared.errors`):
 - :class:`~shared.errors.PermanentError`: dead-lettered at once, with its reason;
 - :class:`~shared.errors.TransientError`: tried again after its ``retry_after`` (exactly)
   or after an exponential backoff with full jitter; the start is given back, so only the
-  larger transient budget limits it;
+  larger transient budget limits it (none for a producer that is not serving yet: the job
+  itself expires if nobody comes back for it);
 - a lost broker: tried again with backoff;
+- the job not running at the task's epoch any more: nothing to do;
 - anything else: tried again with backoff until the task has had ``max_tries`` starts;
 - a task that kills its worker is delivered again by the broker and counted the same way.
 
 A dead-lettered task calls :meth:`GuardedTask.bury`, so its job goes on without it (a
-segment is reported as not audited, a sub-task's answer says it failed).
+segment is reported as not audited, a sub-task's answer says it failed).  Burying is
+idempotent, so a burial interrupted by a crash is simply done again.  Logs name the
+failure in one line; the traceback goes to the debug log only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -26,8 +31,8 @@ from typing import Any
 import redis
 from celery import Task
 
-from shared.errors import PermanentError, Superseded, TransientError
-from shared.jobstore import DeliveryGuard, JobStore
+from shared.errors import FeederGone, PermanentError, Superseded, TransientError
+from shared.jobstore import DeliveryGuard, JobStore, NotRunning
 from shared.messaging import MAX_COUNTDOWN_S, CelerySender
 
 log = logging.getLogger("retape.workers")
@@ -48,7 +53,7 @@ def _reason(exc: BaseException) -> str:
 
 
 class GuardedTask(Task):
-    """Base of every retape task; the first argument of every task is its job id."""
+    """Base of every retape task; its first two arguments are the job id and the epoch."""
 
     max_tries = MAX_TRIES
 
@@ -61,8 +66,8 @@ class GuardedTask(Task):
             found = _CLIENTS[key] = redis.Redis.from_url(url, health_check_interval=30)
         return found
 
-    def store(self, job: str) -> JobStore:
-        return JobStore(self.client(), job)
+    def store(self, job: str, epoch: int) -> JobStore:
+        return JobStore(self.client(), job, epoch)
 
     def sender(self) -> CelerySender:
         return CelerySender(self.app)
@@ -72,49 +77,57 @@ class GuardedTask(Task):
         return str(info.get("routing_key") or self.queue or "")
 
     def bury(self, args: tuple[Any, ...], reason: str) -> None:
-        """The task was dead-lettered: let its job go on without it."""
+        """The task was dead-lettered: let its job go on without it (idempotent)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        task_id = str(self.request.id)
         try:
-            guard = DeliveryGuard(self.client(), max_tries=self.max_tries)
-            admitted = guard.admit(task_id, self.name, list(args), self.queue_name())
+            return self._guarded(args, kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            # The broker went away before the try was even counted: deliver it again later.
+            # The broker went away, in the task or in its bookkeeping: deliver it again later.
+            log.warning("%s %s: lost the broker (%s); trying again", self.name, args, exc)
             raise self.retry(exc=exc, countdown=backoff_s(self.request.retries), max_retries=None) from exc
-        if not admitted:
+
+    def _guarded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        task_id = str(self.request.id)
+        guard = DeliveryGuard(self.client(), max_tries=self.max_tries)
+        if not guard.admit(task_id, self.name, list(args), self.queue_name()):
             reason = guard.reason(task_id)
             log.error("%s %s dead-lettered after %d tries: %s", self.name, args, self.max_tries, reason)
-            self.bury(args, f"{reason} ({self.max_tries} tries)")
+            self._bury(args, f"{reason} ({self.max_tries} tries)")
             return None
         try:
             out = self.run(*args, **kwargs)
-        except Superseded as exc:
+        except (Superseded, NotRunning) as exc:
             log.info("%s %s: %s", self.name, args, exc)
             guard.done(task_id)
             return None
         except PermanentError as exc:
             reason = _reason(exc)
             log.error("%s %s failed for good: %s", self.name, args, reason)
-            if guard.bury(task_id, self.name, list(args), self.queue_name(), reason):
-                self.bury(args, reason)
+            guard.bury(task_id, self.name, list(args), self.queue_name(), reason)
+            self._bury(args, reason)
             return None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise self.retry(exc=exc, countdown=backoff_s(self.request.retries), max_retries=None) from exc
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
         except TransientError as exc:
             failures = guard.give_back(task_id)
             guard.record_error(task_id, _reason(exc))
-            if failures > guard.max_transient:
+            if failures > guard.max_transient and not isinstance(exc, FeederGone):
                 reason = f"{_reason(exc)} ({failures} transient failures)"
-                if guard.bury(task_id, self.name, list(args), self.queue_name(), reason):
-                    self.bury(args, reason)
+                guard.bury(task_id, self.name, list(args), self.queue_name(), reason)
+                self._bury(args, reason)
                 return None
             wait = exc.retry_after if exc.retry_after is not None else backoff_s(failures)
             log.warning("%s %s: %s; trying again in %.1f s", self.name, args, _reason(exc), wait)
             raise self.retry(exc=exc, countdown=min(wait, MAX_COUNTDOWN_S), max_retries=None) from exc
         except Exception as exc:
             guard.record_error(task_id, _reason(exc))
-            log.exception("%s %s failed", self.name, args)
+            log.error("%s %s failed: %s", self.name, args, _reason(exc))
+            log.debug("%s %s failed", self.name, args, exc_info=True)
             raise self.retry(exc=exc, countdown=backoff_s(self.request.retries), max_retries=None) from exc
         guard.done(task_id)
         return out
+
+    def _bury(self, args: tuple[Any, ...], reason: str) -> None:
+        with contextlib.suppress(NotRunning):  # the job ended meanwhile: nobody waits for it
+            self.bury(args, reason)

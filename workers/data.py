@@ -4,11 +4,13 @@
   modification time): the embedded default and ``--workers N`` next to the producer.  The
   bytes are hashed as they are read and checked against the plan's SHA-256 at the end.
 - **Through the broker** otherwise: the worker asks for the file (``RPUSH wants`` and a poke
-  on ``wake``) and reads the stream ``data:<segment>:<generation>:<file>`` the producer
-  fills, deleting each block once read and poking the producer so it tops the stream up at
-  once (its window bounds Redis memory).  Plain-text inputs travel zlib-compressed (field
-  ``z``), gzip ones as they are (``b``).  Each start of a segment takes a new generation, so
-  a worker that died mid-file leaves nothing a later start depends on.
+  on ``wake``) and reads the stream ``data:<epoch>:<segment>:<generation>:<file>`` the
+  producer fills, deleting each block once read and poking the producer so it tops the
+  stream up at once (its window bounds Redis memory).  Plain-text inputs travel
+  zlib-compressed (field ``z``), gzip ones as they are (``b``).  Each start of a segment
+  takes a new generation, so a worker that died mid-file leaves nothing a later start
+  depends on; a worker still waiting when another start took over (a newer generation, a
+  producer that took the job over, the job ended) gives way.
 
 ``RETAPE_READ_INPUTS=broker`` makes every read go through the broker.
 """
@@ -22,11 +24,10 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import redis
-
 from shared import keys
 from shared.errors import DataCorrupt, FeederGone, Superseded
-from shared.jobs import FileRef
+from shared.jobs import Field, FileRef
+from shared.jobstore import JobStore, NotRunning
 
 READ_BLOCK = 1 << 20
 XREAD_BLOCK_MS = 1000
@@ -69,20 +70,19 @@ class SegmentBlocks:
 
     def __init__(
         self,
-        client: redis.Redis,
-        job_id: str,
+        store: JobStore,
         segment: int,
         files: Sequence[FileRef],
         direct: bool | None = None,
         feeder_timeout_s: float = FEEDER_TIMEOUT_S,
     ) -> None:
-        self.client = client
-        self.job_id = job_id
+        self.store = store
         self.segment = segment
         self.files = {ref.path: (n, ref) for n, ref in enumerate(files)}
         self.direct = reads_directly() if direct is None else direct
         self.feeder_timeout_s = feeder_timeout_s
         self.gen: int | None = None  # taken at the first read through the broker
+        self.attempt = 0  # the job's attempt then: a producer taking the job over changes it
         self.bytes_read = 0
 
     def __call__(self, path: str) -> Iterator[bytes]:
@@ -92,15 +92,13 @@ class SegmentBlocks:
         return self._through_broker(file_no, ref)
 
     def _through_broker(self, file_no: int, ref: FileRef) -> Iterator[bytes]:
-        client = self.client
+        store = self.store
+        client = store.client
         if self.gen is None:
-            self.gen = int(client.incr(keys.job_gen(self.job_id, self.segment)))
-        key = keys.job_data(self.job_id, self.segment, self.gen, file_no)
-        wake = keys.job_wake(self.job_id)
-        pipe = client.pipeline(transaction=False)
-        pipe.rpush(keys.job_wants(self.job_id), f"{self.segment}:{self.gen}:{file_no}")
-        pipe.rpush(wake, b"w")
-        pipe.execute()
+            self.gen = store.next_generation(self.segment)
+            self.attempt = store.count(Field.ATTEMPT)
+        key = keys.job_data(store.job_id, int(store.epoch or 0), self.segment, self.gen, file_no)
+        store.poke((keys.job_wants(store.job_id), f"{store.epoch}:{self.segment}:{self.gen}:{file_no}"))
         digest = hashlib.sha256()
         last = "0-0"
         idle_since = time.monotonic()
@@ -112,10 +110,8 @@ class SegmentBlocks:
             idle_since = time.monotonic()
             entries = got[0][1]
             last = entries[-1][0]
-            pipe = client.pipeline(transaction=False)
-            pipe.xdel(key, *[entry_id for entry_id, _ in entries])
-            pipe.rpush(wake, b"r")
-            pipe.execute()
+            client.xdel(key, *[entry_id for entry_id, _ in entries])
+            store.poke()  # the producer tops the stream up at once
             for _, fields in entries:
                 if b"end" in fields:
                     client.delete(key)
@@ -130,14 +126,22 @@ class SegmentBlocks:
                 yield block
 
     def _check_waiting(self, path: str, idle_since: float) -> None:
-        gen = self.client.get(keys.job_gen(self.job_id, self.segment))
+        """Nothing arrived for a while: is anybody still going to send it?"""
+        store = self.store
+        if not store.running():
+            raise NotRunning(f"job {store.job_id} is not running at epoch {store.epoch} any more")
+        gen: Any = store.client.get(keys.job_gen(store.job_id, self.segment))
+        if store.count(Field.ATTEMPT) != self.attempt:
+            # Another producer took the job over (the one this start asked is gone); it sent
+            # this segment again as a new task, which asks the new producer.
+            raise Superseded(f"job {store.job_id} was taken over by another producer")
         if gen is not None and self.gen is not None and int(gen) > self.gen:
-            raise Superseded(f"segment {self.segment} of job {self.job_id} was started again")
+            raise Superseded(f"segment {self.segment} of job {store.job_id} was started again")
         if time.monotonic() - idle_since < self.feeder_timeout_s:
             return
-        if not self.client.exists(keys.job_lease(self.job_id)):
+        if store.lease_holder() is None:
             raise FeederGone(
-                f"no producer is serving job {self.job_id} (waited {self.feeder_timeout_s:g}s for {path}): "
+                f"no producer is serving job {store.job_id} (waited {self.feeder_timeout_s:g}s for {path}): "
                 "run `retape produce` (or `retape audit --broker`) on the same inputs again to resume",
                 retry_after=FEEDER_RETRY_S,
             )
