@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from pipeline_helpers import gone
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -31,15 +32,6 @@ TEST_APP = "lifecycle_app"  # tests/lifecycle_app.py: retape's settings, die-wit
 
 def _pythonpath() -> str:
     return os.pathsep.join([str(ROOT), str(ROOT / "tests")])
-
-
-def _gone(pid: int) -> bool:
-    """No such process, or only its zombie (exited, waiting for a parent to reap it)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except FileNotFoundError:
-        return True
 
 
 def _port_closed(port: int) -> bool:
@@ -107,7 +99,7 @@ def test_embedded_broker_needs_its_password_and_serves_lua_and_streams(broker: E
     pid, port = broker.proc.pid, broker.port
     broker.stop()
     broker.stop()  # idempotent
-    assert _gone(pid) and _port_closed(port)
+    assert gone(pid) and _port_closed(port)
 
 
 def test_embedded_broker_config_stays_off_the_command_line(broker: EmbeddedBroker) -> None:
@@ -123,7 +115,7 @@ def test_embedded_broker_stops_when_an_exception_propagates(tmp_path: Path) -> N
         assert b.proc is not None
         pid = b.proc.pid
         raise KeyboardInterrupt
-    assert _gone(pid) and _port_closed(b.port)
+    assert gone(pid) and _port_closed(b.port)
 
 
 def test_workers_serve_the_broker_and_stop_fast_or_warm(
@@ -142,7 +134,7 @@ def test_workers_serve_the_broker_and_stop_fast_or_warm(
         timings["fast" if fast else "warm"] = time.monotonic() - began
         workers.stop(fast=fast)  # idempotent
         workers.check()  # stopped on purpose: no error
-        assert _gone(workers.proc.pid)
+        assert gone(workers.proc.pid)
     out, err = capfd.readouterr()
     assert out == "" and err == "", "the worker and the server write to their logs only"
     assert "celery@" in Path(log).read_text() or "concurrency" in Path(log).read_text()
@@ -174,7 +166,7 @@ def test_workers_exit_fast_on_keyboard_interrupt(
         began = time.monotonic()
         raise KeyboardInterrupt
     assert time.monotonic() - began < 2
-    assert _gone(pid)
+    assert gone(pid)
 
 
 def _start_driver(root: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
@@ -199,7 +191,7 @@ def _start_driver(root: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
         raise AssertionError(f"the driver printed no pids: {err.decode()}")
     info: dict[str, Any] = json.loads(line)
     pids = [info["server"], info["master"], *info["pool"]]
-    assert len(info["pool"]) == 2 and not any(_gone(p) for p in pids)
+    assert len(info["pool"]) == 2 and not any(gone(p) for p in pids)
     # each in a session of its own: a terminal's Ctrl-C reaches only the command
     assert os.getpgid(info["server"]) == info["server"] != driver.pid
     assert {os.getpgid(p) for p in [info["master"], *info["pool"]]} == {info["master"]}
@@ -208,9 +200,9 @@ def _start_driver(root: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
 
 def _wait_gone(pids: list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
-    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+    while not all(gone(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return [p for p in pids if not _gone(p)]
+    return [p for p in pids if not gone(p)]
 
 
 def test_kill_9_of_the_command_leaves_nothing_running(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from pipeline_helpers import (
     redis_server_binary,
     retape,
     server_process,
+    start_retape,
     wait_for,
 )
 
@@ -125,13 +126,8 @@ def test_a_worker_killed_mid_job_changes_nothing(broker: str, tmp_path: Path, re
     client = redis.Redis.from_url(broker)
     pool = workers(broker, 2, tmp_path / "w.log", RETAPE_READ_INPUTS=read)
     with pool:
-        audit = subprocess.Popen(
-            [sys.executable, "-m", "producers.cli", "audit", str(inputs), "--out", str(tmp_path / "o")]
-            + ["--broker", broker, "--no-progress", "--quiet"],
-            cwd=ROOT,
-            env=env(),
-            stderr=subprocess.PIPE,
-            text=True,
+        audit = start_retape(
+            "audit", str(inputs), "--out", str(tmp_path / "o"), "--broker", broker, "--quiet"
         )
         wait_for(lambda: int(job_hash(client).get(b"started", 0)) >= 2, 60, "both segments started")
         victims = pool_children(pool)
@@ -162,14 +158,7 @@ def test_broker_restarted_mid_job_fails_clearly_and_a_rerun_completes(
     try:
         with workers(url, 1, tmp_path / "w.log"):
             client = redis.Redis(port=port, password=password)
-            audit = subprocess.Popen(
-                [sys.executable, "-m", "producers.cli", "audit", *INPUTS, "--out", str(tmp_path / "o")]
-                + ["--broker", url, "--no-progress", "--quiet"],
-                cwd=ROOT,
-                env=env(),
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            audit = start_retape("audit", *INPUTS, "--out", str(tmp_path / "o"), "--broker", url, "--quiet")
             wait_for(lambda: int(job_hash(client).get(b"done", 0)) >= 1, 60, "a first segment")
             proc.terminate()
             proc.wait(timeout=10)
