@@ -52,7 +52,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import NamedTuple
@@ -276,7 +276,9 @@ class Run:
 
 def one_process(inputs: Inputs, out: Path) -> Run:
     t0 = time.perf_counter()
-    write_outputs(Engine(command_config()).run(inputs.paths), str(out))
+    outcome = Engine(command_config()).run(inputs.paths)
+    outcome.settings = asdict(command_config())  # as `retape audit --in-process` does
+    write_outputs(outcome, str(out))
     return Run(time.perf_counter() - t0, out)
 
 

@@ -38,7 +38,27 @@ WORKERS_LOG = "retape-workers.log"  # in --out, when a run with local workers we
 MAX_AT_US = 253402300800 * 1_000_000  # 10000-01-01T00:00:00Z
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default where its help does not say it already (flags and options
+    without a default show none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS:
+            return text
+        if "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: {default})"
+
+
 class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 2; --help shows every option's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"retape: error: {message} (see --help)\n")
 
@@ -77,8 +97,18 @@ def parse_time(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("retape")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="retape", description="Rebuild and audit historical crypto-exchange market data.")
+    parser.add_argument("--version", action="version", version=f"retape {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -128,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a worker attached to the broker")
     worker.add_argument("--queues", help="comma-separated queues (default all)")
-    worker.add_argument("--concurrency", type=_positive_int, default=1, metavar="N")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=1, metavar="N", help="worker processes of this worker"
+    )
     worker.add_argument("--broker", help="Redis URL (default REDIS_URL)")
 
     produce = sub.add_parser(
@@ -148,9 +180,51 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job")
     status.add_argument("--broker", help="Redis URL (default REDIS_URL)")
 
+    compare = sub.add_parser(
+        "compare",
+        help="compare two recordings of the same streams (messages, gaps, receive times, books)",
+        description="Compare two recordings of the same streams, matched by exchange, symbol and channel, "
+        "and by id where the venue numbers its messages (else by content and exchange time). Prints "
+        "JSON, or writes DIR/compare.json and DIR/compare.html with --out. Exit 0; 1 when A and B share "
+        "no stream (the output is still written); 2 on a usage error or an unreadable path.",
+    )
+    compare.add_argument(
+        "a", metavar="A", help="the first recording: a capture file or a directory (recursed)"
+    )
+    compare.add_argument("b", metavar="B", help="the second recording")
+    compare.add_argument(
+        "--out", metavar="DIR", help="write DIR/compare.json and DIR/compare.html instead of printing JSON"
+    )
+    compare.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="book levels compared per side (default 10)",
+    )
+
     checksum = sub.add_parser("checksum", help="print the checksum an exchange would send for a book")
     checksum.add_argument("--exchange", required=True, help="okex*, bitfinex, kraken or ftx*")
     checksum.add_argument("file", nargs="?", metavar="FILE", help="JSON book (default: standard input)")
+
+    verify = sub.add_parser(
+        "verify",
+        help="check an output directory: records chain, MANIFEST, every file, signature, inputs",
+        description="Exit 0 when everything holds, 1 with one line naming the first broken thing.",
+    )
+    verify.add_argument("dir", metavar="DIR", help="an output directory of retape audit or produce")
+    verify.add_argument(
+        "--inputs",
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="check the SHA-256 of the MANIFEST's inputs found at or under these files or directories",
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="K",
+        help="Ed25519 public key (a PEM file, or PEM text) the MANIFEST must be signed with",
+    )
     return parser
 
 
@@ -262,6 +336,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     _check_paths(args.paths)
     cfg = audit_config(args)
+    from shared.signing import signing_key
+
+    signing_key()  # a RETAPE_SIGNING_KEY that cannot be read is a usage error before any work
     url = args.broker or os.environ.get("REDIS_URL")
     if args.in_process and (args.broker or args.workers):
         raise UsageError("--in-process runs no broker and no workers: drop --broker/--workers")
@@ -274,10 +351,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(out, WORKERS_LOG))  # an earlier run's: it spoke of that run
         if args.in_process:
+            from dataclasses import asdict
+
             from shared.engine import Engine
             from shared.report import write_outputs
 
-            report = write_outputs(Engine(cfg).run(args.paths), out)
+            outcome = Engine(cfg).run(args.paths)
+            outcome.settings = asdict(cfg)
+            report = write_outputs(outcome, out)
         else:
             report = _distributed_audit(args, cfg, url, out)
     if not args.quiet:
@@ -410,16 +491,27 @@ SUMMARY_ROWS = 25
 
 
 def print_summary(report: dict[str, Any], out_dir: str, verbose: bool = False) -> None:
-    """A readable summary: totals, then the streams (the worst first when there are many)."""
+    """A readable summary: totals, what was ignored and why, damaged inputs, then the streams
+    (the worst first when there are many)."""
     inputs = report["inputs"]
     lines_total = sum(i["lines"] for i in inputs)
-    print(f"retape audit: {len(inputs)} input file(s), {lines_total} lines, {report['malformed']} malformed")
+    ignored_total = sum(i.get("ignored", 0) for i in inputs)
+    print(
+        f"retape audit: {len(inputs)} input file(s), {lines_total} lines: "
+        f"{lines_total - ignored_total - report['malformed']} read as market data, "
+        f"{ignored_total} ignored, {report['malformed']} malformed"
+    )
+    why: dict[str, int] = {}
     for i in inputs:
-        if i.get("audited") is False:
-            reason = str(i.get("error") or "unknown reason").removeprefix("not audited: ")
-            print(f"  not audited: {i['path']}: {reason}")
-        elif i.get("error"):
-            print(f"  skipped {i['path']}: {i['error']}")
+        for reason, n in i.get("ignored_why", {}).items():
+            why[reason] = why.get(reason, 0) + n
+    if why:
+        top = sorted(why.items(), key=lambda kv: (-kv[1], kv[0]))
+        listed = ", ".join(f"{reason} {n}" for reason, n in top[:6])
+        more = f", and {len(top) - 6} more kinds" if len(top) > 6 else ""
+        print(f"  ignored: {listed}{more}")
+    for i in inputs:
+        print_input_problems(i)
     streams = report["streams"]
     if not streams:
         print("  no market-data streams found")
@@ -429,12 +521,15 @@ def print_summary(report: dict[str, Any], out_dir: str, verbose: bool = False) -
     by_channel = {c: sum(1 for s in streams if s["channel"] == c) for c in ("book", "trades", "funding")}
     channels = ", ".join(f"{n} {c}" for c, n in by_channel.items() if n)
     print(f"{len(streams)} streams ({channels}) on {len(exchanges)} exchange(s): {', '.join(exchanges)}")
+    times = sorted(t for s in streams for t in (s.get("first_time"), s.get("last_time")) if t)
+    if times:
+        print(f"receive time: {times[0]} to {times[-1]}")
     totals = {k: sum(s["faults"][k] for s in streams) for k in streams[0]["faults"]}
     found = ", ".join(f"{k} {v}" for k, v in totals.items() if v)
     print(f"faults: {found or 'none'}")
     shown = streams
     if not verbose and len(streams) > SUMMARY_ROWS:
-        faulty = [s for s in streams if any(s["faults"].values())]
+        faulty = [s for s in streams if stream_problems(s)]
         shown = sorted(faulty, key=lambda s: (s["integrity_score"], s["exchange"], s["symbol"]))[
             :SUMMARY_ROWS
         ]
@@ -444,22 +539,69 @@ def print_summary(report: dict[str, Any], out_dir: str, verbose: bool = False) -
     width = max((len(f"{s['exchange']} {s['symbol']} {s['channel']}") for s in shown), default=20)
     for s in shown:
         name = f"{s['exchange']} {s['symbol']} {s['channel']}"
-        faults = ", ".join(f"{k} {v}" for k, v in s["faults"].items() if v)
         score = s["integrity_score"]
-        print(f"  {name:<{width}}  {s['messages']:>9} msgs  score {score:6.2f}  {faults or 'clean'}")
+        what = stream_problems(s) or "clean"
+        print(f"  {name:<{width}}  {s['messages']:>9} msgs  score {score:6.2f}  {what}")
     if shown is not streams:
         print(f"  (every stream: {out_dir}/report.json, or --verbose)")
     print(f"results in {out_dir}/ (report.json, audit/records.jsonl, audit/MANIFEST, books/)")
 
 
+def print_input_problems(i: dict[str, Any]) -> None:
+    """One line for an input that was not audited, is not a capture, is damaged, or held no
+    market data retape recognised."""
+    if i.get("audited") is False:
+        reason = str(i.get("error") or "unknown reason").removeprefix("not audited: ")
+        print(f"  not audited: {i['path']}: {reason}")
+    elif i.get("error"):
+        print(f"  skipped {i['path']}: {i['error']}")
+    elif i.get("cut_off"):
+        print(f"  cut off: {i['path']} ends early ({i['malformed']} line(s) could not be read)")
+    elif i.get("malformed"):
+        print(f"  damaged: {i['path']}: {i['malformed']} line(s) could not be read")
+    elif i.get("lines") and not i.get("streams"):
+        print(
+            f"  no market data recognised in {i['path']} ({i['lines']} lines, {i.get('ignored', 0)} ignored)"
+        )
+
+
+def stream_problems(s: dict[str, Any]) -> str:
+    """What is wrong with a stream, in a few words ('' when nothing is)."""
+    parts = [f"{k} {v}" for k, v in s["faults"].items() if v]
+    damage = s.get("input_damage") or {}
+    if damage.get("malformed_lines") or damage.get("cut_off"):
+        bits = []
+        if damage.get("malformed_lines"):
+            bits.append(f"{damage['malformed_lines']} unreadable lines")
+        if damage.get("cut_off"):
+            bits.append("cut off")
+        parts.append(f"input damaged ({', '.join(bits)})")
+    faulty_unsafe = sum(
+        (
+            (u["to_us"] if u["to_us"] is not None else s.get("last_us") or u["from_us"] or 0)
+            - (u["from_us"] or 0)
+        )
+        for u in s.get("unsafe", [])
+        if u["cause"] != "no_snapshot" and u["from_us"] is not None
+    )
+    if faulty_unsafe > 0:
+        parts.append(f"book unsafe {faulty_unsafe / 1e6:.1f} s")
+    return ", ".join(parts)
+
+
 def cmd_book(args: argparse.Namespace) -> int:
-    from shared.engine import rebuild_book
+    from shared.engine import StreamNotFound, rebuild_book
 
     _check_paths(args.paths)
     at = parse_time(args.at)
     cfg = AuditConfig(reorder_window=args.reorder_window)
-    result = rebuild_book(args.paths, args.exchange, args.symbol, at, depth=args.depth, cfg=cfg)
+    try:
+        result = rebuild_book(args.paths, args.exchange, args.symbol, at, depth=args.depth, cfg=cfg)
+    except StreamNotFound as exc:
+        raise UsageError(str(exc)) from None
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    if result.get("note"):
+        sys.stderr.write(f"retape: note: --at {args.at} is {result['note']}\n")
     return EXIT_OK
 
 
@@ -572,6 +714,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     except redis.RedisError as exc:
         raise UsageError(f"broker unreachable: {exc}") from None
     sys.stdout.write(orjson.dumps(got).decode() + "\n")
+    if got["state"] == "unknown":
+        _error(f"no job {args.job} on this broker (never submitted, or finished more than 24 hours ago)")
+        return EXIT_BELOW_THRESHOLD
     return EXIT_OK
 
 
@@ -599,13 +744,65 @@ def cmd_checksum(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from shared.signing import public_key
+    from shared.verify import verify
+
+    key = public_key(args.public_key) if args.public_key is not None else None
+    if args.inputs:
+        _check_paths([p for p in args.inputs if os.path.lexists(p)])
+    verdict = verify(args.dir, args.inputs, key)
+    print(f"retape verify: {'OK' if verdict.ok else 'FAILED'}: {verdict.message}")
+    return EXIT_OK if verdict.ok else 1
+
+
+EXIT_NOTHING_COMPARED = 1  # compare: A and B share no stream
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare recordings A and B; exit 1 (after writing the output) when they share no stream."""
+    from shared.compare import CompareConfig, compare, dumps
+
+    _check_paths([args.a, args.b])
+    if args.depth < 1:
+        raise UsageError("--depth: must be at least 1")
+    out = os.path.abspath(args.out) if args.out else None
+    if out is not None:
+        from shared.outdir import OutputDir
+
+        OutputDir(out).check_writable()
+    report = compare([args.a], [args.b], CompareConfig(depth=args.depth))
+    data = dumps(report)
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        from shared.compare_html import render
+        from shared.outdir import OutputDir, atomic_write
+
+        with OutputDir(out).lock():
+            atomic_write(os.path.join(out, "compare.json"), data)
+            atomic_write(os.path.join(out, "compare.html"), render(report).encode())
+        both = len(report["streams"])
+        print(f"retape compare: {both} stream(s) in both; see {args.out}/compare.json and compare.html")
+    if not report["streams"]:
+        sys.stderr.write(
+            f"retape: A and B share no stream (A has {len(report['only_in_a'])} stream(s), B has "
+            f"{len(report['only_in_b'])}): nothing was compared\n"
+        )
+        return EXIT_NOTHING_COMPARED
+    return EXIT_OK
+
+
 COMMANDS = {
     "audit": cmd_audit,
     "book": cmd_book,
     "checksum": cmd_checksum,
+    "compare": cmd_compare,
     "worker": cmd_worker,
     "produce": cmd_produce,
     "status": cmd_status,
+    "verify": cmd_verify,
 }
 
 

@@ -94,9 +94,11 @@ class AuditKind:
         raise NotImplementedError("an audit segment has no sub-tasks")
 
     def write_outputs(self, plan: JobPlan, results: list[bytes], out_dir: str) -> dict[str, Any]:
-        job, _ = decode(plan)
+        job, cfg = decode(plan)
         segments = [SegmentResult.from_json(orjson.loads(r)) for r in results]
-        return write_outputs(combine(job, segments), out_dir)
+        outcome = combine(job, segments)
+        outcome.settings = asdict(cfg)
+        return write_outputs(outcome, out_dir, input_sizes={f.path: f.size for f in plan.files})
 
 
 KIND = register(AuditKind())

@@ -15,9 +15,19 @@ from shared.book import Book, differences
 from shared.checks.funding import FundingCheck
 from shared.checks.timing import Latency, Timing
 from shared.exchanges.base import VenueRules
-from shared.model import FAULT_KINDS, BookMsg, Fault, Finding, FundingMsg, Gap, StreamKey, TradeMsg
+from shared.model import (
+    FAULT_KINDS,
+    BookMsg,
+    Fault,
+    Finding,
+    FundingMsg,
+    Gap,
+    StreamKey,
+    TradeMsg,
+    Unsafe,
+)
 from shared.numbers import INVALID, classify_qty, is_valid_price
-from shared.sequencing import Increasing, Sequencer, Step
+from shared.sequencing import Consecutive, Increasing, Sequencer, Step
 
 # Diffs kept while waiting for a snapshot to bridge onto.
 EARLY_LIMIT = 4096
@@ -28,6 +38,13 @@ RESYNC_LIMIT = 1024
 # Book states.
 UNKNOWN = 0  # no snapshot yet, or after a disconnect
 LIVE = 2
+
+# Faults after which the rebuilt book cannot be trusted until the next snapshot: the cause of
+# an unsafe interval (a book that has not had its snapshot yet is unsafe for "no_snapshot").
+UNSAFE_CAUSES = frozenset(
+    {Fault.GAP.value, Fault.CHECKSUM_MISMATCH.value, Fault.INVALID_VALUE.value, Fault.DISCONNECT.value}
+)
+NO_SNAPSHOT = "no_snapshot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +70,38 @@ class StreamResult:
     latency: Latency = field(default_factory=Latency)
     # Messages read but not applied for a reason that is not a fault.
     notes: dict[str, int] = field(default_factory=dict)
+    # Receive times of the first and the last message (None where the format has none).
+    first_us: int | None = None
+    last_us: int | None = None
+    # Book streams: when, in receive time, the rebuilt book could not be trusted.
+    unsafe: list[Unsafe] = field(default_factory=list)
+    # For the rates: messages whose clock offset was compared with a running median, and
+    # those that departed from it by more than 100 ms; funding settlements seen.
+    drift_compared: int = 0
+    drift_over_100ms: int = 0
+    settlements: int = 0
+    # Trade ids that count one by one (missing trades can be counted from their gaps).
+    ids_consecutive: bool = False
+    # Damage to the inputs that fed the stream: lines that could not be read, a cut-off end.
+    damaged_lines: int = 0
+    cut_off: bool = False
 
     @property
     def latency_ms(self) -> dict[str, float] | None:
         return self.latency.percentiles_ms()
+
+    def saw(self, local_us: int | None) -> None:
+        """A message received at ``local_us``: the stream's receive-time span."""
+        if local_us is None:
+            return
+        if self.first_us is None or local_us < self.first_us:
+            self.first_us = local_us
+        if self.last_us is None or local_us > self.last_us:
+            self.last_us = local_us
+
+    def input_damage(self, malformed: int, cut_off: bool) -> None:
+        self.damaged_lines += malformed
+        self.cut_off = self.cut_off or cut_off
 
     def merge(self, later: StreamResult) -> None:
         """Add the result of a later, independent part of the same stream."""
@@ -68,6 +113,14 @@ class StreamResult:
         self.latency.merge(later.latency)
         for what, n in later.notes.items():
             self.notes[what] = self.notes.get(what, 0) + n
+        self.saw(later.first_us)
+        self.saw(later.last_us)
+        self.unsafe.extend(later.unsafe)
+        self.drift_compared += later.drift_compared
+        self.drift_over_100ms += later.drift_over_100ms
+        self.settlements += later.settlements
+        self.ids_consecutive = self.ids_consecutive and later.ids_consecutive
+        self.input_damage(later.damaged_lines, later.cut_off)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +131,10 @@ class StreamResult:
             "findings": [f.as_json() for f in self.findings],
             "latency": self.latency.as_json(),
             "notes": self.notes,
+            "span": [self.first_us, self.last_us],
+            "unsafe": [u.as_json() for u in self.unsafe],
+            "counts": [self.drift_compared, self.drift_over_100ms, self.settlements, self.ids_consecutive],
+            "damage": [self.damaged_lines, self.cut_off],
         }
 
     @classmethod
@@ -87,10 +144,15 @@ class StreamResult:
             key,
             data["messages"],
             dict(data["faults"]),
-            [Gap(**g) for g in data["gaps"]],
+            [Gap.from_json(g) for g in data["gaps"]],
             [Finding.from_json(key, f) for f in data["findings"]],
             Latency.from_json(data["latency"]),
             dict(data["notes"]),
+            data["span"][0],
+            data["span"][1],
+            [Unsafe.from_json(u) for u in data["unsafe"]],
+            *data["counts"],
+            *data["damage"],
         )
 
 
@@ -116,6 +178,10 @@ class _Auditor:
         if drift is not None:
             self._find(Fault.TIMESTAMP_DRIFT, path, line, local_us, **drift)
 
+    def format_change(self, path: str, line: int, local_us: int | None, change: dict[str, Any]) -> None:
+        """The shape of this stream's messages changed (see :mod:`shared.checks.shapes`)."""
+        _Auditor._find(self, Fault.FORMAT_CHANGE, path, line, local_us, **change)
+
     def seam(self) -> None:
         """The recording that fed this stream ended (end of an input group); another may follow."""
         self.timing.new_recording()
@@ -126,12 +192,16 @@ class _Auditor:
         self.timing.new_recording()
 
     def _gap(self, gap: Gap, path: str, line: int, local_us: int | None) -> None:
+        gap.local_us = local_us
         self.result.gaps.append(gap)
         self._find(Fault.GAP, path, line, local_us, after=gap.after, before=gap.before, missing=gap.missing)
 
     def finish(self) -> StreamResult:
-        self.result.latency = self.timing.latency
-        return self.result
+        r = self.result
+        r.latency = self.timing.latency
+        r.drift_compared = self.timing.compared
+        r.drift_over_100ms = self.timing.over_100ms
+        return r
 
 
 class BookAuditor(_Auditor):
@@ -168,6 +238,14 @@ class BookAuditor(_Auditor):
         # Set between recordings: the next diff continues the book only if its ids chain on.
         self.at_seam = False
         self.seam_ended_us: int | None = None  # receive time the previous input ended at
+        # The unsafe interval open now (the book cannot be trusted), and the fault of the
+        # message being fed that would open one.
+        self.open_unsafe: Unsafe | None = None
+        self.cause: str | None = None
+        self.cause_us: int | None = None  # receive time of the message the cause was found on
+        # Receive times of the last messages: an interval opened by a gap the reorder window
+        # held back starts at the message after the hole, and counts the messages since.
+        self.recent_us: deque[int] = deque(maxlen=cfg.reorder_window + 2)
 
     @property
     def in_sync(self) -> bool:
@@ -178,6 +256,29 @@ class BookAuditor(_Auditor):
     def _find(self, fault: str, path: str, line: int, local_us: int | None, **detail: Any) -> None:
         if not self.quiet:
             super()._find(fault, path, line, local_us, **detail)
+            if fault in UNSAFE_CAUSES and self.cause is None:
+                self.cause = fault
+                self.cause_us = local_us
+
+    def _track_safety(self, local_us: int | None, message: bool = True) -> None:
+        """After a message (or a disconnect): open an unsafe interval when the book stopped
+        being trustworthy, close the open one when a snapshot made it trustworthy again."""
+        open_ = self.open_unsafe
+        if open_ is None:
+            if not self.in_sync:
+                since = self.cause_us if self.cause_us is not None else local_us
+                count = int(message)
+                if since is not None and local_us is not None and since < local_us:
+                    count = sum(1 for t in self.recent_us if t >= since)
+                self.open_unsafe = Unsafe(since, None, self.cause or NO_SNAPSHOT, count)
+                self.result.unsafe.append(self.open_unsafe)
+        elif self.in_sync:
+            open_.to_us = local_us
+            self.open_unsafe = None
+        elif message:
+            open_.messages += 1
+        self.cause = None
+        self.cause_us = None
 
     def _note(self, what: str) -> None:
         if not self.quiet:
@@ -186,9 +287,15 @@ class BookAuditor(_Auditor):
     # -- input -----------------------------------------------------------------------
 
     def feed(self, m: BookMsg) -> None:
+        self._feed(m)
+        self._track_safety(m.local_us)
+
+    def _feed(self, m: BookMsg) -> None:
         self.result.messages += 1
+        self.result.saw(m.local_us)
         if m.local_us is not None:
             self.last_seen_us = m.local_us
+            self.recent_us.append(m.local_us)
         if self.at_seam:
             self._cross_seam(m)
         if m.snapshot or m.reset:
@@ -207,11 +314,18 @@ class BookAuditor(_Auditor):
         seq = self.seq
         if seq is None or m.last_id is None:
             # A venue without ids, or a message of a format that carries none (Bybit v2
-            # beside v5, OKX before seqId): no continuity to check.
+            # beside v5, OKX before seqId): no continuity to check.  A repeat is told by its
+            # bytes, which venue modules give (``raw``) only where they hold the exchange time.
             if m.raw is not None and self._repeat(m.raw):
                 self._find(Fault.DUPLICATE, m.path, m.line, m.local_us)
                 return
             self._apply(m)
+            return
+        if m.prev_id == m.last_id and m.raw is not None and self._repeat(m.raw):
+            # A keep-alive carrying the last id again (OKX: ``prevSeqId == seqId`` while the
+            # book does not change): its ids cannot tell a repeat from the next keep-alive,
+            # its bytes (exchange time included) can.
+            self._find(Fault.DUPLICATE, m.path, m.line, m.local_us, last_id=m.last_id)
             return
         last = seq.last
         if last is not None and not seq.pending and not seq.bridge and self.rule.follows(last, m):
@@ -219,6 +333,8 @@ class BookAuditor(_Auditor):
             self._apply(m)
             return
         steps, reason = seq.offer(m, self.result.messages)
+        # Messages held back that follow now come first: they are earlier in sequence.
+        self._steps(steps)
         if reason == "duplicate":
             self._find(Fault.DUPLICATE, m.path, m.line, m.local_us, last_id=m.last_id)
         elif reason == "stale":
@@ -233,7 +349,6 @@ class BookAuditor(_Auditor):
                 applied=False,
                 reason="arrived after the reorder window closed the gap",
             )
-        self._steps(steps)
 
     def seam(self) -> None:
         super().seam()
@@ -278,6 +393,7 @@ class BookAuditor(_Auditor):
         self.state = UNKNOWN
         self.safe = False
         self.unsafe_applied.clear()
+        self._track_safety(local_us, message=False)
 
     def finish(self) -> StreamResult:
         if self.seq is not None:
@@ -462,6 +578,7 @@ class TradeAuditor(_Auditor):
     def __init__(self, key: StreamKey, rules: VenueRules, cfg: AuditConfig) -> None:
         super().__init__(key, rules, cfg)
         self.rule = rules.trade_rule
+        self.result.ids_consecutive = isinstance(self.rule, Consecutive)
         self.seqs: dict[str, Sequencer] = {}
         self.recent: deque[Any] = deque()
         self.recent_set: set[Any] = set()
@@ -508,13 +625,16 @@ class TradeAuditor(_Auditor):
 
     def feed(self, t: TradeMsg) -> None:
         self.result.messages += 1
+        self.result.saw(t.local_us)
         if self.at_seam:
             self._cross_seam(t)
         if t.local_us is not None:
             self.last_seen_us = t.local_us
         rule = self.rule
         if not rule.has_ids or not isinstance(t.trade_id, int):
-            if t.trade_id is not None and self._repeat((t.series, t.trade_id)):
+            # Without an id, a trade is known by its message's bytes and its place in it (raw).
+            ident = t.trade_id if t.trade_id is not None else t.raw
+            if ident is not None and self._repeat((t.series, ident)):
                 self._find(Fault.DUPLICATE, t.path, t.line, t.local_us, trade_id=t.trade_id)
                 return
             self._apply(t)
@@ -531,11 +651,11 @@ class TradeAuditor(_Auditor):
             self._apply(t)
             return
         steps, reason = seq.offer(t, self.result.messages)
+        self._steps(steps)
         if reason == "duplicate":
             self._find(Fault.DUPLICATE, t.path, t.line, t.local_us, trade_id=t.trade_id)
         elif reason == "late":
             self._find(Fault.OUT_OF_ORDER, t.path, t.line, t.local_us, trade_id=t.trade_id, applied=False)
-        self._steps(steps)
 
     def finish(self) -> StreamResult:
         for seq in self.seqs.values():
@@ -551,8 +671,11 @@ class TradeAuditor(_Auditor):
             seq = self.seqs[t.series] = Sequencer(self.rule, 0)
         if seq.last is not None and t.trade_id < seq.last:  # type: ignore[operator]
             self._find(Fault.OUT_OF_ORDER, t.path, t.line, t.local_us, trade_id=t.trade_id, applied=True)
-        else:
-            seq.last = t.trade_id  # type: ignore[assignment]
+            # Its place in sequence is behind trades already checked: the clock, which takes
+            # messages in sequence order, would count the reordering again as time going back.
+            self._apply(t, clock=False)
+            return
+        seq.last = t.trade_id  # type: ignore[assignment]
         self._apply(t)
 
     def _steps(self, steps: list[Step]) -> None:
@@ -576,8 +699,9 @@ class TradeAuditor(_Auditor):
             self.recent_set.discard(self.recent.popleft())
         return False
 
-    def _apply(self, t: TradeMsg) -> None:
-        self._clock(t.local_us, t.exch_us, t.path, t.line)
+    def _apply(self, t: TradeMsg, clock: bool = True) -> None:
+        if clock:
+            self._clock(t.local_us, t.exch_us, t.path, t.line)
         if not is_valid_price(t.price) or classify_qty(t.qty) == INVALID:
             self._find(
                 Fault.INVALID_VALUE,
@@ -601,6 +725,9 @@ class FundingAuditor(_Auditor):
 
     def feed(self, f: FundingMsg) -> None:
         self.result.messages += 1
+        self.result.saw(f.local_us)
+        if f.funding_time_us is not None and f.funding_time_us != self.check.last_time:
+            self.result.settlements += 1  # a settlement time not seen just before
         if self.at_seam and f.funding_time_us is not None:
             # Another input: it carries on the schedule, or is another recording that starts
             # its own (a funding time from another day is not a skipped settlement).

@@ -160,6 +160,7 @@ _BY_EXCHANGE: dict[str, Callable[[Levels, Levels], int]] = {
     "kraken": kraken,
     "ftx": ftx,
     "ftx-us": ftx,
+    "ftx-tr": ftx,  # FTX Turkey ran FTX's engine (no Tardis id of its own; see exchanges/ftx.py)
     "bitfinex": bitfinex,
 }
 

@@ -19,6 +19,8 @@ import orjson
 
 from shared.auditors import AuditConfig, BookAuditor, BookSink, FundingAuditor, StreamResult, TradeAuditor
 from shared.book import Book
+from shared.checks.shapes import ShapeWatch
+from shared.errors import RetapeError
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
 from shared.exchanges.base import Session, Venue
 from shared.formats.readers import READERS
@@ -27,6 +29,39 @@ from shared.planning import GroupHead, InputSummary, Plan, plan
 from shared.snapshots import BookRows
 
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
+
+# Why lines are ignored (``InputSummary.ignored_why``), besides "<kind> messages (not audited)".
+AFTER_AT = "after --at"
+NO_VENUE = "messages of no venue retape knows"
+BLANK = "blank lines"
+RECORDER_LINES = "recorder lines (connections, requests sent, configuration)"
+EARLY_DISCONNECT = "disconnects before any stream"
+_KIND_FIELDS = ("channel", "feed", "table", "topic", "e", "type", "event", "method", "action")
+
+
+def _ignore(summary: InputSummary, why: str) -> None:
+    summary.ignored += 1
+    summary.ignored_why[why] = summary.ignored_why.get(why, 0) + 1
+
+
+def message_kind(obj: Any) -> str:
+    """A short name for what kind of message ``obj`` is (``bookTicker``, ``ticker``,
+    ``subscribe``...), for the summary's account of what was ignored."""
+    if isinstance(obj, dict):
+        stream = obj.get("stream")
+        if isinstance(stream, str) and "@" in stream:
+            return stream.split("@")[1][:40]  # Binance: btcusdt@bookTicker
+        for holder in (obj.get("arg"), obj.get("params"), obj, obj.get("data")):
+            if isinstance(holder, dict):
+                for name in _KIND_FIELDS:
+                    value = holder.get(name)
+                    if isinstance(value, str) and value:
+                        return value.split(".")[0][:40]  # Bybit/Deribit: ticker.BTC-PERPETUAL...
+        if "result" in obj or "id" in obj:
+            return "request answer"
+    if isinstance(obj, list):
+        return next((v.split(".")[0][:40] for v in obj if isinstance(v, str) and v), "list")
+    return "other"
 
 
 @dataclass(slots=True)
@@ -43,6 +78,7 @@ class AuditOutcome:
     malformed: list[Malformed] = field(default_factory=list)
     dead_letters: int = 0  # tasks of a distributed job that ended in the dead-letter list
     books: BookRows | None = None  # rebuilt-book rows, when asked for
+    settings: dict[str, Any] | None = None  # the AuditConfig, for the MANIFEST (set by whoever knows it)
 
 
 @dataclass(slots=True)
@@ -147,15 +183,18 @@ def probe_group(
 
 
 class _FileContext:
-    """Per-file state: the venue session and the streams it fed (for disconnects and seams)."""
+    """Per-file state: the venue session, the streams it fed (for disconnects and seams) and
+    the shapes of its messages (for format changes)."""
 
-    __slots__ = ("session", "stream_keys", "summary", "venue")
+    __slots__ = ("last_events", "session", "shapes", "stream_keys", "summary", "venue")
 
     def __init__(self, summary: InputSummary) -> None:
         self.summary = summary
         self.venue: Venue | None = None
         self.session: Session | None = None
         self.stream_keys: set[StreamKey] = set()
+        self.shapes = ShapeWatch()
+        self.last_events: Sequence[Any] = ()  # what the last message parsed gave
 
 
 class Engine:
@@ -180,6 +219,8 @@ class Engine:
         # Probing (see probe_group): read only the head of each file, note the earliest time.
         self.head = head
         self.first_us: int | None = None
+        # Reading up to ``until``: the latest receive time read from each file.
+        self.read_to: dict[str, int] = {}
         self.books: dict[StreamKey, BookAuditor] = {}
         self.trades: dict[StreamKey, TradeAuditor] = {}
         self.funding: dict[StreamKey, FundingAuditor] = {}
@@ -231,6 +272,14 @@ class Engine:
                 if ctx.summary.error is None:
                     ctx.summary.error = f"read failed: {exc.strerror or exc}"
                     ctx.summary.audited = False
+        # Damage to a file (lines that could not be read, a cut-off end) is damage to every
+        # stream it fed: none of them can be called clean.
+        for ctx in contexts.values():
+            ctx.summary.streams = len(ctx.stream_keys)
+            for key in ctx.stream_keys:
+                auditor = self.books.get(key) or self.trades.get(key) or self.funding.get(key)
+                if auditor is not None:
+                    auditor.result.input_damage(ctx.summary.malformed, ctx.summary.cut_off)
         # The recording ends with this group: streams it fed may go on in another input.
         fed = {key for ctx in contexts.values() for key in ctx.stream_keys}
         for key in sorted(fed):
@@ -269,12 +318,13 @@ class Engine:
             assert ctx is not None
             summary = ctx.summary
             summary.lines += 1
-            if until is not None and (
-                rec.path in past_until or (rec.local_us is not None and rec.local_us > until)
-            ):
-                past_until.add(rec.path)
-                summary.ignored += 1
-                continue
+            if until is not None:
+                if rec.path in past_until or (rec.local_us is not None and rec.local_us > until):
+                    past_until.add(rec.path)
+                    _ignore(summary, AFTER_AT)
+                    continue
+                if rec.local_us is not None and rec.local_us > self.read_to.get(rec.path, -1):
+                    self.read_to[rec.path] = rec.local_us
             kind = rec.kind
             if kind == "json":
                 try:
@@ -286,8 +336,9 @@ class Engine:
                 if session is None:
                     session = self._open_session(ctx, rec, obj)
                     if session is None:
-                        summary.ignored += 1
+                        _ignore(summary, NO_VENUE)
                         continue
+                change = ctx.shapes.check(obj)
                 try:
                     events = session.parse(rec, obj)
                 except _PARSE_ERRORS as exc:
@@ -295,16 +346,24 @@ class Engine:
                     self._malformed(
                         summary, rec.line, f"unexpected {name} message shape: {type(exc).__name__}: {exc}"
                     )
+                    if change is not None:
+                        self._format_change(ctx.last_events, rec, change)
                     continue
                 if not events:
-                    summary.ignored += 1
+                    _ignore(summary, f"{message_kind(obj)} messages (not audited)")
                     continue
                 for ev in events:
                     self._dispatch(ev, ctx)
+                ctx.last_events = events
+                if change is not None:
+                    self._format_change(events, rec, change)
             elif kind == "row":
                 self._dispatch(rec.obj, ctx)
             elif kind == "malformed":
                 self._malformed(summary, rec.line, rec.error or "malformed")
+            elif kind == "cut_off":
+                summary.cut_off = True
+                self._malformed(summary, rec.line, f"the file is cut off here: {rec.error}")
             elif kind == "disconnect":
                 self._disconnect(Disconnect(rec.path, rec.line, rec.local_us), ctx)
                 if rec.url and ctx.venue is not None:
@@ -315,7 +374,16 @@ class Engine:
                     ctx.venue = found
                     ctx.session = found.session(rec.url)
             elif kind != "grouped":  # header, blank, config, sent requests...
-                summary.ignored += 1
+                _ignore(summary, BLANK if kind == "blank" else RECORDER_LINES)
+
+    def _format_change(self, events: Sequence[Any], rec: RawRecord, change: dict[str, Any]) -> None:
+        """A message whose shape changed: one finding on each stream its events belong to (for a
+        message the parser could not read, the streams of the one before)."""
+        keys = dict.fromkeys(ev.key for ev in events if not isinstance(ev, Disconnect))
+        for key in keys:
+            auditor = self.books.get(key) or self.trades.get(key) or self.funding.get(key)
+            if auditor is not None:
+                auditor.format_change(rec.path, rec.line, rec.local_us, change)
 
     def _open_session(self, ctx: _FileContext, rec: RawRecord, obj: Any) -> Session | None:
         venue = ctx.venue
@@ -363,7 +431,7 @@ class Engine:
     def _disconnect(self, ev: Disconnect, ctx: _FileContext) -> None:
         """Every stream the file fed so far may have lost messages; books are unknown again."""
         if not ctx.stream_keys:
-            ctx.summary.ignored += 1  # nothing was being recorded yet
+            _ignore(ctx.summary, EARLY_DISCONNECT)  # nothing was being recorded yet
             return
         for key in sorted(ctx.stream_keys):
             auditor = self.books.get(key) or self.trades.get(key) or self.funding.get(key)
@@ -419,13 +487,30 @@ def rebuild_book(
     depth: int = 25,
     cfg: AuditConfig | None = None,
 ) -> dict[str, Any]:
-    """The book of one stream as it stood after every message received at or before ``at_us``."""
+    """The book of one stream as it stood after every message received at or before ``at_us``.
+
+    ``safe`` is False where the book cannot be trusted, and ``note`` says why when the reason
+    is the time asked for: before the stream's first message, or after its last (the data
+    ends there: what happened after is unknown).  :class:`StreamNotFound` when the inputs
+    hold no such stream at all.
+    """
     key = StreamKey(exchange, symbol.upper(), Channel.BOOK.value)
     engine = Engine(cfg or AuditConfig(), select=lambda k: k == key, until_us=at_us)
     engine.run(paths)
     # Several recordings may feed the stream: the book is the one of the latest recording.
     candidates = engine.closed_books.get(key, [])
     auditor = max(candidates, key=lambda a: a.last_seen_us or 0, default=None)
+    note = None
+    if auditor is None:
+        found = streams_in(paths)
+        if key not in found:
+            books = sorted(f"{k.exchange} {k.symbol}" for k in found if k.channel == Channel.BOOK.value)
+            raise StreamNotFound(exchange, key.symbol, books)
+        note = "before the stream's first message: no book yet"
+    elif _ended_before(engine, at_us):
+        # The recordings of the stream ended before ``at``: what happened after is unknown.
+        last = auditor.last_seen_us
+        note = f"after the stream's last message ({iso_or_raw(last)}): the book after it is not known"
     book = auditor.book if auditor is not None else Book()
     if auditor is not None and auditor.seq is not None:
         # Messages still held for reordering were received before ``at``: release them.
@@ -440,7 +525,49 @@ def rebuild_book(
         "local_timestamp": None
         if auditor is None or auditor.last_local_us is None
         else us_to_iso(auditor.last_local_us),
-        "safe": bool(auditor is not None and auditor.in_sync),
+        "safe": bool(auditor is not None and auditor.in_sync and note is None),
         "bids": snap["bids"],
         "asks": snap["asks"],
+        **({"note": note} if note else {}),
     }
+
+
+def _ended_before(engine: Engine, at_us: int) -> bool:
+    """The files of the stream were read to their end before ``at_us`` (none had a message
+    after it, and the last they had, with a receive time, was before it)."""
+    files = [i for i in engine.inputs if i.streams]
+    if any(i.ignored_why.get(AFTER_AT) for i in files):
+        return False
+    ends = [engine.read_to[i.path] for i in files if i.path in engine.read_to]
+    return bool(ends) and at_us > max(ends)
+
+
+class StreamNotFound(RetapeError):
+    def __init__(self, exchange: str, symbol: str, books: list[str]) -> None:
+        shown = ", ".join(books[:20]) + (f" and {len(books) - 20} more" if len(books) > 20 else "")
+        super().__init__(
+            f"no {exchange} {symbol} book in the inputs" + (f"; book streams found: {shown}" if books else "")
+        )
+
+
+def streams_in(paths: Sequence[str]) -> set[StreamKey]:
+    """Every stream the inputs feed (a full read that audits nothing)."""
+    keys: set[StreamKey] = set()
+
+    def collect(key: StreamKey) -> bool:
+        keys.add(key)
+        return False
+
+    Engine(AuditConfig(), select=collect).run(paths)
+    return keys
+
+
+def iso_or_raw(us: int | None) -> str:
+    from shared.formats.timestamps import us_to_iso
+
+    if us is None:
+        return "unknown"
+    try:
+        return us_to_iso(us)
+    except (OverflowError, ValueError, OSError):
+        return str(us)

@@ -30,6 +30,7 @@ class Fault(StrEnum):
     FUNDING_DISCONTINUITY = "funding_discontinuity"
     DISCONNECT = "disconnect"
     SNAPSHOT_MISMATCH = "snapshot_mismatch"
+    FORMAT_CHANGE = "format_change"
 
 
 FAULT_KINDS: tuple[str, ...] = tuple(f.value for f in Fault)
@@ -52,7 +53,8 @@ class RawRecord:
 
     ``kind`` is ``json`` (``raw`` holds the JSON text), ``disconnect`` (a recorder
     disconnect marker), ``row`` (``obj`` holds an already-normalized event, e.g. from
-    Tardis CSV) or ``malformed`` (``error`` says why).
+    Tardis CSV), ``malformed`` (``error`` says why) or ``cut_off`` (the file ends early
+    there: malformed, and the file is damaged).
     """
 
     path: str
@@ -63,6 +65,12 @@ class RawRecord:
     url: str | None = None
     obj: Any = None
     error: str | None = None
+
+    @classmethod
+    def cut_off(cls, path: str, line: int, why: str) -> RawRecord:
+        """The compressed stream ended early or is corrupt at ``line``: a malformed line that
+        also says the file was cut off."""
+        return cls(path, line, None, "cut_off", error=why)
 
 
 Level = list[str]  # [price_text, qty_text] (a list because that is what JSON decoders give)
@@ -172,12 +180,32 @@ class Finding:
 
 
 @dataclass(slots=True)
+class Unsafe:
+    """An interval of receive time in which a stream's rebuilt book could not be trusted:
+    from the message that made it so (``cause``: the fault, or ``no_snapshot`` before the
+    book's first snapshot) to the one that made it trustworthy again (None: to the end)."""
+
+    from_us: int | None
+    to_us: int | None
+    cause: str
+    messages: int = 0  # messages received while it lasted
+
+    def as_json(self) -> list[Any]:
+        return [self.from_us, self.to_us, self.cause, self.messages]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> Unsafe:
+        return cls(data[0], data[1], data[2], int(data[3]))
+
+
+@dataclass(slots=True)
 class Gap:
     after: int | None
     before: int | None
     missing: int | None
     repaired: bool = False
     source: str | None = None
+    local_us: int | None = None  # receive time of the first message after the break
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -186,4 +214,16 @@ class Gap:
             "missing": self.missing,
             "repaired": self.repaired,
             "source": self.source,
+            "local_us": self.local_us,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Gap:
+        return cls(
+            data["after"],
+            data["before"],
+            data["missing"],
+            data["repaired"],
+            data["source"],
+            data.get("local_us"),
+        )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.errors import InputError
@@ -45,6 +45,10 @@ class InputSummary:
     ignored: int = 0
     error: str | None = None
     audited: bool = True
+    # Why lines were ignored (not market data the audit reads, recorder lines, blank...).
+    ignored_why: dict[str, int] = field(default_factory=dict)
+    streams: int = 0  # streams the input fed
+    cut_off: bool = False  # the file ends early (a cut-off or corrupt compressed stream)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputSummary:
@@ -57,6 +61,9 @@ class InputSummary:
             data["ignored"],
             data.get("error"),
             data.get("audited", True),
+            dict(data.get("ignored_why", {})),
+            int(data.get("streams", 0)),
+            bool(data.get("cut_off", False)),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -67,6 +74,9 @@ class InputSummary:
             "malformed": self.malformed,
             "format": self.format,
             "ignored": self.ignored,
+            "ignored_why": dict(sorted(self.ignored_why.items())),
+            "streams": self.streams,
+            "cut_off": self.cut_off,
             "audited": self.audited,
         }
         if self.error is not None:

@@ -9,23 +9,28 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
 
+from shared import manifest
 from shared.auditors import StreamResult
 from shared.engine import AuditOutcome
+from shared.formats.timestamps import us_to_iso
+from shared.html_report import write_html
+from shared.manifest import AUDIT_DIR as AUDIT_DIR
+from shared.manifest import GENESIS as GENESIS
+from shared.manifest import MANIFEST_NAME as MANIFEST_NAME
+from shared.manifest import RECORDS_NAME as RECORDS_NAME
 from shared.metrics import METRICS_NAME, render
-from shared.model import FAULT_KINDS, Fault
+from shared.model import FAULT_KINDS, Channel, Fault
 from shared.outdir import atomic_file, atomic_write
+from shared.signing import signing_key
 from shared.snapshots import BookRows, header
+from shared.verify import verify
 
-GENESIS = "0" * 64
 REPORT_NAME = "report.json"
-AUDIT_DIR = "audit"
-RECORDS_NAME = "records.jsonl"
-MANIFEST_NAME = "MANIFEST"
 BOOKS_DIR = "books"
 
 # Faults that cost integrity.  Reordering repaired inside the window costs nothing; a
@@ -36,32 +41,107 @@ _PENALISED = tuple(k for k in FAULT_KINDS if k not in (Fault.OUT_OF_ORDER.value,
 def integrity_score(result: StreamResult) -> float:
     """100 x (1 - damaged / (messages + lost)), two decimals, in [0, 100].
 
-    ``damaged`` counts every fault except repaired reordering and gaps; gaps count their
-    missing messages (1 when the venue's ids cannot tell); repaired gaps count nothing.
+    ``damaged`` counts every fault except repaired reordering and gaps, and every line of the
+    stream's inputs that could not be read; gaps count their missing messages (1 when the
+    venue's ids cannot tell), a cut-off input one more; repaired gaps count nothing.  A stream
+    with damage never scores 100: the score is then at most 99.99.
     """
-    lost = 0
+    lost = 1 if result.cut_off else 0
     for gap in result.gaps:
         if not gap.repaired:
             lost += gap.missing if gap.missing is not None and gap.missing > 0 else 1
-    damaged = sum(result.faults[k] for k in _PENALISED) + lost
-    total = result.messages + lost
+    damaged = sum(result.faults[k] for k in _PENALISED) + lost + result.damaged_lines
+    total = result.messages + lost + result.damaged_lines
     if total <= 0:
         return 100.0
-    score = 100.0 * max(0.0, 1.0 - damaged / total)
-    return round(score, 2)
+    score = round(100.0 * max(0.0, 1.0 - damaged / total), 2)
+    return min(score, 99.99) if damaged else score
+
+
+def iso(us: int | None) -> str | None:
+    """Epoch microseconds as ISO-8601 UTC, or None (no time, or none a calendar can show)."""
+    if us is None:
+        return None
+    try:
+        return us_to_iso(us)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _share(part: float, whole: float) -> float | None:
+    return round(part / whole, 6) if whole > 0 else None
+
+
+def unsafe_json(result: StreamResult) -> tuple[list[dict[str, Any]], float]:
+    """The stream's unsafe intervals as the contract shows them, and their total in seconds
+    (an interval open at the end lasts until the stream's last message)."""
+    out = []
+    total_us = 0
+    for u in result.unsafe:
+        out.append(
+            {
+                "from": iso(u.from_us),
+                "to": iso(u.to_us),
+                "from_us": u.from_us,
+                "to_us": u.to_us,
+                "cause": u.cause,
+                "messages": u.messages,
+            }
+        )
+        end = u.to_us if u.to_us is not None else result.last_us
+        if u.from_us is not None and end is not None and end > u.from_us:
+            total_us += end - u.from_us
+    return out, round(total_us / 1e6, 6)
+
+
+def rates_json(result: StreamResult, unsafe_seconds: float) -> dict[str, float | None]:
+    """The fault rates in the units data teams quote: fractions, None where unknowable."""
+    key = result.key
+    faults = result.faults
+    missing_trades = None
+    if key.channel == Channel.TRADES.value and result.ids_consecutive:
+        counts = [g.missing for g in result.gaps if not g.repaired]
+        if all(c is not None for c in counts):
+            missing = sum(c for c in counts if c is not None)
+            expected = result.messages - faults[Fault.DUPLICATE.value] + missing
+            missing_trades = _share(missing, expected)
+    book_unsafe = None
+    if key.channel == Channel.BOOK.value and result.first_us is not None and result.last_us is not None:
+        book_unsafe = _share(unsafe_seconds * 1e6, result.last_us - result.first_us)
+        if book_unsafe is None and not result.unsafe:
+            book_unsafe = 0.0  # one instant, trusted
+    funding = None
+    if key.channel == Channel.FUNDING.value:
+        funding = _share(faults[Fault.FUNDING_DISCONTINUITY.value], result.settlements)
+    return {
+        "missing_trades": missing_trades,
+        "duplicate_messages": _share(faults[Fault.DUPLICATE.value], result.messages),
+        "drift_over_100ms": _share(result.drift_over_100ms, result.drift_compared),
+        "book_unsafe_time": book_unsafe,
+        "funding_discontinuities": funding,
+    }
 
 
 def stream_json(result: StreamResult) -> dict[str, Any]:
     key = result.key
+    unsafe, unsafe_seconds = unsafe_json(result)
     return {
         "exchange": key.exchange,
         "symbol": key.symbol,
         "channel": key.channel,
         "messages": result.messages,
         "faults": {k: result.faults.get(k, 0) for k in FAULT_KINDS},
-        "gaps": [g.as_json() for g in result.gaps],
+        "gaps": [{**g.as_json(), "time": iso(g.local_us)} for g in result.gaps],
         "latency_ms": result.latency_ms,
+        "unsafe": unsafe,
+        "unsafe_seconds": unsafe_seconds,
+        "rates": rates_json(result, unsafe_seconds),
         "integrity_score": integrity_score(result),
+        "input_damage": {"malformed_lines": result.damaged_lines, "cut_off": result.cut_off},
+        "first_time": iso(result.first_us),
+        "last_time": iso(result.last_us),
+        "first_us": result.first_us,
+        "last_us": result.last_us,
     }
 
 
@@ -107,6 +187,7 @@ def audit_records(outcome: AuditOutcome) -> Iterator[dict[str, Any]]:
                 "path": f.path,
                 "line": f.line,
                 "local_us": f.local_us,
+                "time": iso(f.local_us),
                 "detail": f.detail,
             }
         summary = stream_json(r)
@@ -114,8 +195,13 @@ def audit_records(outcome: AuditOutcome) -> Iterator[dict[str, Any]]:
         yield {"type": "summary", "stream": stream, "summary": summary}
 
 
-def write_outputs(outcome: AuditOutcome, out_dir: str) -> dict[str, Any]:
-    """Write report.json, the audit records, metrics and book CSVs; return the report."""
+def write_outputs(
+    outcome: AuditOutcome, out_dir: str, input_sizes: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """Write report.json, the audit records, metrics, book CSVs and report.html, then the MANIFEST over all
+    of them (signed with ``RETAPE_SIGNING_KEY`` when it is set); return the report.
+    ``input_sizes``: the inputs' sizes when they were hashed (else they are read from disk)."""
+    key = signing_key()  # before anything is written: an unreadable key is a usage error
     os.makedirs(os.path.join(out_dir, AUDIT_DIR), exist_ok=True)
     report = safe_json(report_json(outcome))
     atomic_write(os.path.join(out_dir, REPORT_NAME), orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
@@ -130,43 +216,20 @@ def write_outputs(outcome: AuditOutcome, out_dir: str) -> dict[str, Any]:
             fh.write(line + b"\n")
             prev = hashlib.sha256(line).hexdigest()
             count += 1
-    manifest = {
-        "records": count,
-        "final_hash": prev,
-        "files": {RECORDS_NAME: _file_sha(records_path)},
-        "inputs": {i.path: i.sha256 for i in outcome.inputs},
-    }
-    atomic_write(
-        os.path.join(out_dir, AUDIT_DIR, MANIFEST_NAME),
-        orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n",
-    )
     atomic_write(os.path.join(out_dir, METRICS_NAME), render(report, outcome.dead_letters).encode())
     write_books(out_dir, outcome.books or BookRows())
+    write_html(report, outcome.streams, out_dir)
+    # Last: the MANIFEST covers every file written above (and any other file in out_dir).
+    listing = manifest.build(out_dir, outcome.inputs, count, prev, outcome.settings, key, input_sizes)
+    manifest.write(out_dir, listing, key)
     return report
 
 
 def verify_records(out_dir: str) -> tuple[bool, str]:
-    """Check the hash chain and the manifest of an output directory."""
-    records_path = os.path.join(out_dir, AUDIT_DIR, RECORDS_NAME)
-    with open(os.path.join(out_dir, AUDIT_DIR, MANIFEST_NAME), "rb") as fh:
-        manifest = orjson.loads(fh.read())
-    prev = GENESIS
-    n = 0
-    with open(records_path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            line = raw.rstrip(b"\n")
-            record = orjson.loads(line)
-            if record.get("prev") != prev:
-                return False, f"record {n}: chain broken"
-            prev = hashlib.sha256(line).hexdigest()
-    if manifest.get("final_hash") != prev or manifest.get("records") != n:
-        return False, "manifest does not match the records"
-    return True, prev
-
-
-def _file_sha(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    """Check the hash chain, the MANIFEST and every output file of an output directory:
+    (True, the final hash) or (False, the first broken thing)."""
+    verdict = verify(out_dir)
+    return verdict.ok, verdict.final_hash if verdict.final_hash is not None else verdict.message
 
 
 def write_books(out_dir: str, books: BookRows) -> list[str]:

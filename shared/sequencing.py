@@ -181,25 +181,32 @@ class Sequencer:
         if last is None:
             self.last = m.last_id
             return [Step(m)], None
+        steps: list[Step] = []
+        pending = self.pending
+        if pending:
+            # A message held back can follow now although nothing was applied since: its
+            # link was proven meanwhile by messages of other streams (Bitfinex's connection
+            # sequence, see :mod:`shared.exchanges.bitfinex`).  A no-op for the other rules.
+            self._drain(steps)
+            last = self.last
+            assert last is not None
         rule = self.rule
         order = rule.order(m)
-        pending = self.pending
         late = bool(pending) and pending[-1][0] > order
         if self._follows(last, m):
             self.bridge = False
             self.last = m.last_id
-            steps = [Step(m, late=late)]
+            steps.append(Step(m, late=late))
             self._drain(steps)
             return steps, None
         if self._behind(last, m):
             if self.bridge:
-                return [], "stale"
-            return [], self._not_applied_reason(m)
+                return steps, "stale"
+            return steps, self._not_applied_reason(m)
         for o, _, other, _ in pending:
             if o == order and other.last_id == m.last_id:
-                return [], "duplicate"
+                return steps, "duplicate"
         insort(pending, (order, arrival, m, late), key=lambda t: (t[0], t[1]))
-        steps = []
         while len(pending) > self.window:
             self._release_gap(steps)
         return steps, None

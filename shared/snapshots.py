@@ -35,7 +35,8 @@ class BookRows:
         depth = self.depth
         asks = book.asks.top(depth)
         bids = book.bids.top(depth)
-        row: Row = [key.exchange, key.symbol, "" if exch_us is None else str(exch_us), str(local_us)]
+        # As Tardis does: the exchange's time, or the receive time where the venue sends none.
+        row: Row = [key.exchange, key.symbol, str(local_us if exch_us is None else exch_us), str(local_us)]
         for i in range(depth):
             for side in (asks, bids):
                 if i < len(side):

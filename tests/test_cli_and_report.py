@@ -26,6 +26,7 @@ FAULTS = [
     "funding_discontinuity",
     "disconnect",
     "snapshot_mismatch",
+    "format_change",
 ]
 
 
@@ -73,9 +74,30 @@ def test_report_has_exactly_the_contract_shape(audited: Path) -> None:
             "faults",
             "gaps",
             "latency_ms",
+            "unsafe",
+            "unsafe_seconds",
+            "rates",
             "integrity_score",
+            "input_damage",
+            "first_time",
+            "last_time",
+            "first_us",
+            "last_us",
         ]
         assert list(s["faults"]) == FAULTS
+        assert list(s["rates"]) == [
+            "missing_trades",
+            "duplicate_messages",
+            "drift_over_100ms",
+            "book_unsafe_time",
+            "funding_discontinuities",
+        ]
+        assert all(r is None or 0.0 <= r <= 1.0 for r in s["rates"].values())
+        for u in s["unsafe"]:
+            assert list(u) == ["from", "to", "from_us", "to_us", "cause", "messages"]
+            assert u["cause"] in ("gap", "checksum_mismatch", "invalid_value", "disconnect", "no_snapshot")
+        for g in s["gaps"]:
+            assert {"after", "before", "missing", "repaired", "source"} <= set(g)
         assert s["channel"] in ("book", "trades", "funding")
         assert s["symbol"] == s["symbol"].upper()
         assert set(s["latency_ms"]) == {"p50", "p99", "max"}
@@ -172,15 +194,40 @@ def test_book_command_prints_the_contract_json() -> None:
         "--symbol",
         "BTCUSDT",
         "--at",
-        "2024-08-09T00:00:00Z",
+        "2024-08-08T23:59:00Z",
         "--depth",
         "5",
     )
     assert proc.returncode == 0, proc.stderr
     got = orjson.loads(proc.stdout)
     assert list(got) == ["exchange", "symbol", "at", "local_timestamp", "safe", "bids", "asks"]
-    assert got["safe"] is True and len(got["bids"]) == 5 and got["at"] == "2024-08-09T00:00:00.000000Z"
+    assert got["safe"] is True and len(got["bids"]) == 5 and got["at"] == "2024-08-08T23:59:00.000000Z"
     assert got["bids"][0][0].endswith("000000")  # exact text as sent: "61837.63000000"
+
+
+def test_book_says_when_the_time_is_outside_the_stream_or_the_stream_is_not_there() -> None:
+    path = str(DATA / "hftbacktest" / "spot" / "btcusdt_20240808.gz")
+    args = ["book", path, "--exchange", "binance", "--depth", "1"]
+    after = retape(*args, "--symbol", "BTCUSDT", "--at", "2024-08-09T01:00:00Z")
+    got = orjson.loads(after.stdout)
+    assert after.returncode == 0 and got["safe"] is False and got["bids"]  # the last book, not trusted
+    assert got["note"].startswith("after the stream's last message (2024-08-08T23:59:59")
+    assert b"retape: note: --at 2024-08-09T01:00:00Z is after the stream's last message" in after.stderr
+    before = retape(*args, "--symbol", "BTCUSDT", "--at", "2024-08-08T12:00:00Z")
+    got = orjson.loads(before.stdout)
+    assert before.returncode == 0 and got["safe"] is False and got["bids"] == [] and "before" in got["note"]
+    missing = retape(*args, "--symbol", "ETHUSDT", "--at", "2024-08-08T23:59:00Z")
+    assert missing.returncode == 2 and missing.stdout == b""
+    assert missing.stderr.startswith(b"retape: error: no binance ETHUSDT book in the inputs")
+    assert b"binance BTCUSDT" in missing.stderr
+
+
+def test_version_help_defaults_and_unknown_status() -> None:
+    version = retape("--version")
+    assert version.returncode == 0 and version.stdout.startswith(b"retape ")
+    helptext = retape("audit", "--help").stdout
+    assert b"(default: 100.0)" in helptext and b"(default: 25)" in helptext
+    assert b"(default: None)" not in helptext and b"(default: False)" not in helptext
 
 
 # The documented vectors (specs/exchange-rules.md), through the command line.
@@ -190,6 +237,7 @@ CHECKSUM_VECTORS = [
         {"bids": [["3366.1", "7"], ["3366", "6"]], "asks": [["3366.8", "9"], ["3368", "8"]]},
         "-1881014294",
     ),
+    ("ftx-tr", {"bids": [], "asks": []}, "0"),  # FTX Turkey: FTX's rule, as the README says
     (
         "okex-swap",
         {"bids": [["3366.1", "7"]], "asks": [["3366.8", "9"], ["3368", "8"], ["3372", "8"]]},

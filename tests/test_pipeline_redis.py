@@ -255,3 +255,6 @@ def test_overlapping_producers_submit_once_and_deleted_outputs_are_written_again
     assert outputs(out) == written
     no_broker = retape("produce", INPUTS[0], "--out", str(tmp_path))
     assert no_broker.returncode == 2 and "no broker" in no_broker.stderr
+    unknown = retape("status", "nosuchjob", environ=environ)
+    assert unknown.returncode == 1 and json.loads(unknown.stdout)["state"] == "unknown"
+    assert unknown.stderr.startswith("retape: error: no job nosuchjob on this broker")

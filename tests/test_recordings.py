@@ -35,7 +35,7 @@ def test_a_rotated_capture_continues_across_files(tmp_path: Path) -> None:
     whole = Engine(AuditConfig()).run([str(USDM)])
     assert _book(split).faults == _book(whole).faults
     assert "new_recording" not in _book(split).notes
-    at = 1723161600_000_000
+    at = 1723161540_000_000  # 23:59:00, in the second file
     a = rebuild_book([str(tmp_path)], *KEY[:2], at)
     b = rebuild_book([str(USDM)], *KEY[:2], at)
     assert (a["bids"], a["asks"], a["safe"]) == (b["bids"], b["asks"], True)
@@ -45,7 +45,7 @@ def test_files_of_different_recordings_are_audited_apart(tmp_path: Path) -> None
     _split(tmp_path, ("btcusdt_20240808.gz", "btcusdt_20240809.gz"), lost=3000)
     book = _book(Engine(AuditConfig()).run([str(tmp_path)]))
     assert book.faults["gap"] == 0 and book.notes["before_snapshot"] > 1000  # the second waits for a snapshot
-    at = 1723161600_000_000  # inside the second file, which never had a snapshot
+    at = 1723161540_000_000  # 23:59:00, inside the second file, which never had a snapshot
     assert rebuild_book([str(tmp_path)], *KEY[:2], at)["safe"] is False
 
 

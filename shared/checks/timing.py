@@ -70,8 +70,11 @@ class Latency:
         return cls({int(b): int(n) for b, n in data["hist"]}, int(data["count"]), data["max_us"])
 
 
+RATE_THRESHOLD_US = 100_000  # the drift rate data teams quote: offsets over 100 ms from the median
+
+
 class Timing:
-    __slots__ = ("_last_exch", "_ordered", "_recent", "latency", "threshold_us")
+    __slots__ = ("_last_exch", "_ordered", "_recent", "compared", "latency", "over_100ms", "threshold_us")
 
     def __init__(self, drift_ms: float) -> None:
         self.threshold_us = int(drift_ms * 1000)
@@ -79,6 +82,9 @@ class Timing:
         self._ordered: list[int] = []
         self._last_exch: int | None = None
         self.latency = Latency()
+        # Messages whose offset was compared with a median, and those over 100 ms from it.
+        self.compared = 0
+        self.over_100ms = 0
 
     def new_recording(self) -> None:
         """Another recording follows: its clocks are not compared with this one's."""
@@ -106,7 +112,11 @@ class Timing:
         n = len(ordered)
         if n >= MIN_SAMPLES:
             median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) // 2
-            if abs(offset - median) > self.threshold_us:
+            departs = abs(offset - median)
+            self.compared += 1
+            if departs > RATE_THRESHOLD_US:
+                self.over_100ms += 1
+            if departs > self.threshold_us:
                 if finding is None:
                     finding = {"reason": "offset departs from the running median"}
                 finding.update(offset_ms=offset / 1000, median_ms=median / 1000)

@@ -20,17 +20,34 @@ Sequencing: with ``SEQ_ALL`` (conf flag 65536) every data message ends with a nu
 counts all messages of the *connection* (``seq == previous seq + 1``), so it cannot be
 checked per stream.  The session checks it across the connection and turns it into ids the
 per-stream PREV_LINK rule understands: a book message's ``last_id`` is its connection seq
-and its ``prev_id`` the seq of the stream's previous message, as long as the connection
-sequence has been unbroken since then.  After a break (any channel's message missing), no
-book stream of the connection can be trusted: each one's next message gets ``prev_id``
-None, so each book stream reports one gap (``missing`` unknown: the lost messages may have
-belonged to any channel) and stays unsafe until a new snapshot.  Trade streams cannot show
-such a break: their ids are trade ids (only ordering and duplicates are checked), and a
-break that only trade messages fell into is visible in the book streams' gaps alone.
+and its ``prev_id`` the seq of the stream's previous message on the connection, once every
+seq between the two has been seen (then the ones between belong to other channels).  While
+some seq between them has not been seen, the link is unproven and ``prev_id`` is None; the
+message is held back by the stream's reorder window, like any message that does not follow.
+
+- A seq that arrives late (messages reordered on the connection) closes its hole: every
+  message held unproven whose link it completes gets its ``prev_id`` then (the session sets
+  it on the event already handed out, which the stream's sequencer still holds), and is
+  applied in its place, without a gap.  Two messages of one book stream swapped are one
+  ``out_of_order``; messages of different channels swapped leave every stream in order, so
+  nothing is reported.
+- A seq that never arrives (a message lost) leaves the link unproven for good: each book
+  stream whose next message lies beyond it reports one gap when its window gives up
+  (``missing`` unknown: the lost message may have belonged to any channel) and stays unsafe
+  until a new snapshot.  Trade streams cannot show such a break: their ids are trade ids
+  (only ordering and duplicates are checked).
+- A seq seen before is a repeat: its message gets the same ids as the first time, so the
+  stream's rule finds them already applied (``duplicate``) and it is not applied twice.
+
+Without ``SEQ_ALL`` book messages carry no ids; with the ``TIMESTAMP`` flag (32768) each
+update carries its bytes (``BookMsg.raw``), the time among them, so a byte-identical repeat
+is a duplicate; with neither there is no way to tell a repeat (every update holds absolute
+level values, so applying one again changes nothing).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,10 +102,52 @@ class _Channel:
     depth: int | None = None
 
 
+# Seqs of a book stream remembered (to find a message's predecessor on its stream), and
+# messages kept while their link is unproven (the oldest are given up: they stay gaps).
+KEEP_SEQS = 4096
+KEEP_UNPROVEN = 4096
+
+
 @dataclass(slots=True)
-class _Link:
-    seq: int
-    epoch: int
+class _Holes:
+    """The connection seqs not seen (yet) below the highest one seen: disjoint intervals
+    ``[lo[i], hi[i]]`` in increasing order (usually none)."""
+
+    lo: list[int] = field(default_factory=list)
+    hi: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.lo)
+
+    def add(self, lo: int, hi: int) -> None:
+        """Seqs ``lo..hi`` skipped: above every hole already open."""
+        self.lo.append(lo)
+        self.hi.append(hi)
+
+    def fill(self, seq: int) -> bool:
+        """``seq`` arrived: True when it was missing (it arrived late), False for a repeat."""
+        i = bisect_right(self.lo, seq) - 1
+        if i < 0 or self.hi[i] < seq:
+            return False
+        lo, hi = self.lo[i], self.hi[i]
+        if lo == hi:
+            del self.lo[i], self.hi[i]
+        elif seq == lo:
+            self.lo[i] = seq + 1
+        elif seq == hi:
+            self.hi[i] = seq - 1
+        else:
+            self.hi[i] = seq - 1
+            self.lo.insert(i + 1, seq + 1)
+            self.hi.insert(i + 1, hi)
+        return True
+
+    def within(self, lo: int, hi: int) -> bool:
+        """Some seq of ``lo..hi`` is missing."""
+        if lo > hi:
+            return False
+        i = bisect_right(self.lo, hi) - 1
+        return i >= 0 and self.hi[i] >= lo
 
 
 @dataclass(slots=True)
@@ -98,12 +157,19 @@ class BitfinexSession:
     url: str | None = None
     flags: int | None = None
     channels: dict[int, _Channel] = field(default_factory=dict)
+    # The highest connection seq seen, and the seqs below it not seen (yet).
     conn_last: int | None = None
-    # Bumped at every break of the connection sequence and at every new connection.
-    epoch: int = 0
-    breaks: int = 0
-    links: dict[StreamKey, _Link] = field(default_factory=dict)
+    holes: _Holes = field(default_factory=_Holes)
+    # Per book stream, the seqs of its messages seen on this connection, in order.
+    stream_seqs: dict[StreamKey, list[int]] = field(default_factory=dict)
+    # Book messages handed out with ``prev_id`` None because a seq before them was missing.
+    unproven: list[BookMsg] = field(default_factory=list)
     last_trade: dict[StreamKey, int] = field(default_factory=dict)
+
+    @property
+    def breaks(self) -> int:
+        """Runs of connection seqs missing now (messages lost, or not arrived yet)."""
+        return len(self.holes)
 
     def parse(self, rec: RawRecord, obj: Any) -> Sequence[Event]:
         if isinstance(obj, dict):
@@ -116,15 +182,25 @@ class BitfinexSession:
         if len(obj) < payload_end:
             raise ValueError(f"{obj[1]!r} message without its payload")
         seq, ts_ms = self._trailer(obj[payload_end:])
-        self._step(seq)
+        late = self._step(seq)
+        try:
+            return self._data(rec, obj, seq, ts_ms)
+        finally:
+            if late:
+                self._prove()
+
+    def _data(self, rec: RawRecord, obj: list[Any], seq: int | None, ts_ms: int | None) -> Sequence[Event]:
         channel = self.channels.get(obj[0])
         if channel is None or channel.key is None or obj[1] in ("hb", "tu"):
             return ()
-        exact = exact_json(rec.raw)
         if channel.kind == "book":
-            return self._book(rec, exact, channel, seq, ts_ms)
+            if seq is not None:
+                # Before the levels are read: a message that turns out malformed is still a
+                # message of this stream, so the next one does not seem to follow the one before.
+                self._seen(channel.key, seq)
+            return self._book(rec, exact_json(rec.raw), channel, seq, ts_ms)
         if channel.kind == "trades":
-            return self._trades(rec, exact, channel.key)
+            return self._trades(rec, exact_json(rec.raw), channel.key)
         return ()
 
     # -- connection state ----------------------------------------------------------------
@@ -135,8 +211,10 @@ class BitfinexSession:
             # A new connection: channel numbers and the sequence start over.
             self.channels.clear()
             self.conn_last = None
+            self.holes = _Holes()
+            self.stream_seqs.clear()
+            self.unproven.clear()
             self.flags = None
-            self.epoch += 1
         elif event == "conf" and is_int(obj.get("flags")) and obj.get("status", "OK") == "OK":
             self.flags = obj["flags"]
         elif event == "subscribed" and is_int(obj.get("chanId")):
@@ -175,28 +253,67 @@ class BitfinexSession:
                 ts = None
         return seq, ts
 
-    def _step(self, seq: int | None) -> None:
-        """Advance the connection sequence; a break starts a new epoch (no link survives it)."""
+    def _step(self, seq: int | None) -> bool:
+        """Advance the connection sequence; True when ``seq`` arrived late (closing a hole)."""
         if seq is None:
-            return
+            return False
         last = self.conn_last
-        if last is None or seq == last + 1:
+        if last is None or seq > last:
+            if last is not None and seq > last + 1:
+                self.holes.add(last + 1, seq - 1)
             self.conn_last = seq
-        elif seq > last:
-            self.conn_last = seq
-            self.epoch += 1
-            self.breaks += 1
-        # seq <= last: a repeat; the stream's own rule finds it already applied.
+            return False
+        # Below the highest seq: late when it was missing, else a repeat (which gets the ids
+        # of its first arrival, so the stream's rule finds them already applied).
+        return self.holes.fill(seq)
+
+    def _seen(self, key: StreamKey, seq: int) -> None:
+        seqs = self.stream_seqs.setdefault(key, [])
+        if not seqs or seq > seqs[-1]:
+            seqs.append(seq)
+            if len(seqs) > 2 * KEEP_SEQS:
+                del seqs[:-KEEP_SEQS]
+            return
+        i = bisect_left(seqs, seq)
+        if seqs[i] != seq:
+            seqs.insert(i, seq)
+
+    def _proven(self, key: StreamKey, seq: int) -> int | None:
+        """The seq of the stream's message before ``seq`` when every seq between the two was
+        seen (so all of them belong to other channels); else None."""
+        seqs = self.stream_seqs.get(key, [])
+        i = bisect_left(seqs, seq)
+        if i == 0:
+            return None  # the stream's first message on this connection (or one long gone)
+        prev = seqs[i - 1]
+        return None if self.holes.within(prev + 1, seq - 1) else prev
 
     def _link(self, key: StreamKey, seq: int | None, snapshot: bool) -> int | None:
-        """The ``prev_id`` of a book message: the stream's previous seq while the link holds."""
-        if seq is None:
+        """The ``prev_id`` of a book message (see the module docstring)."""
+        if seq is None or snapshot:
             return None
-        link = self.links.get(key)
-        prev = link.seq if link is not None and link.epoch == self.epoch and not snapshot else None
-        if link is None or snapshot or link.epoch != self.epoch or seq > link.seq:
-            self.links[key] = _Link(seq, self.epoch)
-        return prev
+        return self._proven(key, seq)
+
+    def _hold(self, msg: BookMsg) -> None:
+        """``msg`` went out unproven: its link may be proven by a seq that arrives late."""
+        assert msg.last_id is not None
+        seqs = self.stream_seqs.get(msg.key, [])
+        if seqs and seqs[0] < msg.last_id:  # it has a predecessor that a late seq can link it to
+            self.unproven.append(msg)
+            if len(self.unproven) > KEEP_UNPROVEN:
+                del self.unproven[0]
+
+    def _prove(self) -> None:
+        """A late seq closed a hole: link the messages it proves."""
+        still: list[BookMsg] = []
+        for msg in self.unproven:
+            assert msg.last_id is not None
+            prev = self._proven(msg.key, msg.last_id)
+            if prev is None:
+                still.append(msg)
+            else:
+                msg.prev_id = prev
+        self.unproven = still
 
     # -- books ---------------------------------------------------------------------------
 
@@ -206,49 +323,38 @@ class BitfinexSession:
         key = channel.key
         assert key is not None
         exch_us = ms_to_us(ts_ms)
-        if obj[1] == "cs":
-            cs = integer(obj[2], "checksum")
-            prev = self._link(key, seq, False)
-            return (
-                BookMsg(
-                    key,
-                    rec.local_us,
-                    exch_us,
-                    False,
-                    [],
-                    [],
-                    rec.path,
-                    rec.line,
-                    last_id=seq,
-                    prev_id=prev,
-                    checksum=cs,
-                    depth=channel.depth,
-                ),
-            )
-        payload = obj[1]
-        if not isinstance(payload, list):
-            raise TypeError("book message without levels")
-        snapshot = not payload or isinstance(payload[0], list)
         bids: list[Any] = []
         asks: list[Any] = []
-        for level in payload if snapshot else [payload]:
-            self._level(level, bids, asks)
-        prev = self._link(key, seq, snapshot)
-        return (
-            BookMsg(
-                key,
-                rec.local_us,
-                exch_us,
-                snapshot,
-                bids,
-                asks,
-                rec.path,
-                rec.line,
-                last_id=seq,
-                prev_id=prev,
-                depth=channel.depth,
-            ),
+        cs: int | None = None
+        if obj[1] == "cs":
+            cs = integer(obj[2], "checksum")
+            snapshot = False
+        else:
+            payload = obj[1]
+            if not isinstance(payload, list):
+                raise TypeError("book message without levels")
+            snapshot = not payload or isinstance(payload[0], list)
+            for level in payload if snapshot else [payload]:
+                self._level(level, bids, asks)
+        msg = BookMsg(
+            key,
+            rec.local_us,
+            exch_us,
+            snapshot,
+            bids,
+            asks,
+            rec.path,
+            rec.line,
+            last_id=seq,
+            prev_id=self._link(key, seq, snapshot),
+            checksum=cs,
+            # Without ids, a repeat is known by its bytes when they hold the time.
+            raw=rec.raw if seq is None and ts_ms is not None and not snapshot else None,
+            depth=channel.depth,
         )
+        if seq is not None and not snapshot and msg.prev_id is None:
+            self._hold(msg)
+        return (msg,)
 
     @staticmethod
     def _level(level: Any, bids: list[Any], asks: list[Any]) -> None:

@@ -9,12 +9,14 @@ Messages: ``{"table", "action", "data": [rows]}`` (``partial`` also has ``keys``
   keeps, per symbol, the id -> price map of the levels it has seen, and translates every
   row to a ``[price, size]`` level (``delete`` -> size ``0``).  A row whose id was never
   seen gets the price ``"id:<id>"``, which the book reports as an invalid level (the book
-  is then unsafe until the next partial).  One message may hold rows of several symbols:
-  it becomes one event per symbol.  No sequence numbers: rule NONE.  ``BookMsg.raw`` is
-  *not* set: without a timestamp in the message, a level deleted, re-inserted and deleted
-  again repeats the same bytes (seen in real captures), so identical bytes are not a
-  duplicate here.  ``exch_us`` is the rows' latest
-  ``timestamp`` when they carry one (newer API versions), else unknown.
+  is then unsafe until the next partial).  A ``delete`` of an id deleted before (a repeated
+  message) takes the price the id had, so it deletes nothing instead of being invalid.  One
+  message may hold rows of several symbols: it becomes one event per symbol.  No sequence
+  numbers: rule NONE.  ``exch_us`` is the rows' latest ``timestamp`` when they carry one
+  (newer API versions), else unknown.  ``BookMsg.raw`` is set only with that time: without
+  it, a level deleted, re-inserted and deleted again repeats the same bytes (seen in real
+  captures), and the contract's duplicate needs the same exchange time, so identical bytes
+  are not a duplicate there; a repeated message is applied again, which changes nothing.
 - ``trade``: rows with ``trdMatchID`` (UUID: only duplicates can be found, rule NONE),
   ``side`` (the taker's), ``size``, ``price``, ``timestamp``.  The ``partial`` of the
   trade table replays the last trade(s): emitted without a local receive time.
@@ -38,6 +40,8 @@ EXCHANGE = "bitmex"
 RULES = (VenueRules(EXCHANGE, book_rule=NONE, trade_rule=NONE),)
 
 _BOOK_TABLES = frozenset(("orderBookL2", "orderBookL2_25"))
+# Deleted ids whose price is remembered, per symbol.
+DELETED_KEEP = 4096
 _ACTIONS = frozenset(("partial", "insert", "update", "delete"))
 
 
@@ -66,6 +70,8 @@ class BitmexSession:
     def __init__(self, url: str | None) -> None:
         self.url = url
         self.prices: dict[str, dict[Any, Any]] = {}
+        # Per symbol, the price of ids deleted lately (oldest first), for a repeated delete.
+        self.deleted: dict[str, dict[Any, Any]] = {}
 
     def parse(self, rec: RawRecord, obj: Any) -> Sequence[Event]:
         if not isinstance(obj, dict):
@@ -106,6 +112,8 @@ class BitmexSession:
                 price = (
                     changes.get(level_id) if level_id in changes else self._price(symbol, level_id, partial)
                 )
+                if price is None and action == "delete":
+                    price = self.deleted.get(symbol, {}).get(level_id)
                 if price is None:
                     price = f"id:{level_id}"  # never seen: the book reports the level invalid
             if action == "delete":
@@ -122,13 +130,20 @@ class BitmexSession:
             changes = staged.get(symbol, {})
             if partial:
                 self.prices[symbol] = {i: p for i, p in changes.items() if p is not None}
+                self.deleted[symbol] = {}
                 continue
             prices = self.prices.setdefault(symbol, {})
+            deleted = self.deleted.setdefault(symbol, {})
             for level_id, price in changes.items():
                 if price is None:
-                    prices.pop(level_id, None)
+                    gone = prices.pop(level_id, None)
+                    if gone is not None:
+                        deleted[level_id] = gone
+                        if len(deleted) > DELETED_KEEP:
+                            del deleted[next(iter(deleted))]
                 else:
                     prices[level_id] = price
+                    deleted.pop(level_id, None)
         return [
             BookMsg(
                 StreamKey(EXCHANGE, symbol, Channel.BOOK),
@@ -139,6 +154,7 @@ class BitmexSession:
                 group.sides[1],
                 rec.path,
                 rec.line,
+                raw=None if partial or group.exch_us is None else rec.raw,
             )
             for symbol, group in groups.items()
         ]

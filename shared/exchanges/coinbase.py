@@ -78,6 +78,7 @@ class CoinbaseSession:
         self, rec: RawRecord, d: dict[str, Any], snapshot: bool, bids: list[Any], asks: list[Any]
     ) -> Sequence[Event]:
         # Updates are unique by their bytes (``time`` has microseconds): repeats are duplicates.
+        # Without ``time`` the bytes cannot tell a repeat from the same change made again.
         return (
             BookMsg(
                 StreamKey(EXCHANGE, symbol_text(d["product_id"]), Channel.BOOK),
@@ -88,7 +89,7 @@ class CoinbaseSession:
                 asks,
                 rec.path,
                 rec.line,
-                raw=None if snapshot else rec.raw,
+                raw=None if snapshot or d.get("time") is None else rec.raw,
             ),
         )
 

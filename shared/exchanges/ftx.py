@@ -4,7 +4,8 @@
   "checksum", "bids", "asks", "action"}}``: ``partial`` resets the book; levels ``[price,
   size]`` are JSON floats, kept as the floats they are (FTX's checksum is defined over their
   Python repr, which is also the text FTX wrote); size 0 deletes.  No sequence ids: the
-  checksum (CRC-32 of the top 100, unsigned) is the only guard.
+  checksum (CRC-32 of the top 100, unsigned) is the only guard, and a byte-identical
+  repeat of an update (same ``time``) is a duplicate (``BookMsg.raw``).
 - ``{"channel": "trades", "market", "type": "update", "data": [{"id", "price", "size",
   "side", "liquidation", "time"}]}``: ids increase but are shared by all markets, so they are
   not contiguous within one.
@@ -110,6 +111,8 @@ class FtxSession:
                 rec.path,
                 rec.line,
                 checksum=cs,
+                # No ids: a repeat is known by its bytes, which hold the exchange ``time``.
+                raw=None if partial or d.get("time") is None else rec.raw,
             ),
         )
 

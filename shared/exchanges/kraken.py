@@ -5,14 +5,16 @@
   carries ``"c"``, the CRC-32 (decimal text, unsigned) of the top 10 after the update.
   Levels ``[price, volume, timestamp(, "r")]``; volume 0 deletes.  Kraken sends no delete
   for a level pushed out of the subscribed depth N, so every message carries ``depth=N``
-  and the book is trimmed to it.  There are no sequence ids: the checksum is the only guard.
+  and the book is trimmed to it.  There are no sequence ids: the checksum is the only guard,
+  and a byte-identical repeat of an update (every level carries its time) is a duplicate.
 - WS v1 trades: ``[channelID, [[price, volume, time, side, type, misc], ...], "trade", "PAIR"]``
-  (no trade id).
+  (no trade id: a repeated message's trades are duplicates, known by the message's bytes and
+  their place in it).
 - WS v2: ``{"channel": "book", "type": "snapshot"|"update", "data": [{"symbol", "bids":
   [{"price", "qty"}], "asks", "checksum"}]}`` with numbers as JSON numbers: the message is
   decoded again keeping every number's exact text (trailing zeros matter to the checksum).
-  The depth comes from the subscription answer (default 10).  ``trade`` channel with
-  ``trade_id``.
+  The depth comes from the subscription answer (default 10); an update with a ``timestamp``
+  is known by its bytes, as on v1.  ``trade`` channel with ``trade_id``.
 - REST ``/0/public/Trades``: ``{"error": [], "result": {"XBTUSDT": [[price, volume, time,
   side, type, misc, trade_id], ...], "last": ...}}``: trade ids per pair are consecutive.
 
@@ -159,6 +161,8 @@ class KrakenSession:
                 rec.line,
                 checksum=checksum,
                 depth=depth,
+                # No ids: a repeat is known by its bytes, which hold every level's time.
+                raw=rec.raw,
             ),
         )
 
@@ -168,11 +172,22 @@ class KrakenSession:
         if not isinstance(trades, list):
             raise TypeError("Kraken trade message without a trade list")
         rows = [_row(t, 4) for t in trades]
+        # No trade ids: a trade is known by its message's bytes (its time among them) and its
+        # place in the message (one order filling two makers can give two identical rows).
         return [
             TradeMsg(
-                key, rec.local_us, seconds_to_us(t[2]), None, t[0], t[1], _SIDES.get(t[3]), rec.path, rec.line
+                key,
+                rec.local_us,
+                seconds_to_us(t[2]),
+                None,
+                t[0],
+                t[1],
+                _SIDES.get(t[3]),
+                rec.path,
+                rec.line,
+                raw=b"%d:%b" % (i, rec.raw),
             )
-            for t in rows
+            for i, t in enumerate(rows)
         ]
 
     # -- v2 ----------------------------------------------------------------------------
@@ -207,6 +222,7 @@ class KrakenSession:
                     rec.line,
                     checksum=cs,
                     depth=self.v2_depth.get(symbol, V2_DEFAULT_DEPTH),
+                    raw=rec.raw if kind == "update" and isinstance(ts, str) else None,
                 )
             )
         return out

@@ -5,10 +5,13 @@ v5 public channels ``{"arg": {"channel", "instId"}, "action"?, "data": [...]}``:
 - books ``books``, ``books-l2-tbt``, ``books50-l2-tbt`` (``action`` snapshot/update) and
   ``books5``, ``bbo-tbt`` (no ``action``: every push is the whole top of the book, a snapshot);
   levels ``[px, sz, "0", numOrders]``; ``checksum`` (CRC-32 of the top 25, signed);
-  ``seqId``/``prevSeqId`` since 2022 (``prevSeqId == previous seqId``; -1 on a snapshot).
+  ``seqId``/``prevSeqId`` since 2022 (``prevSeqId == previous seqId``; -1 on a snapshot;
+  ``prevSeqId == seqId`` on the keep-alive pushed while the book does not change).
   Older captures have no ``seqId``: their events carry no ids and only the checksum
-  guards them.  OKX announced that from 2026-06-23 ``checksum`` is always 0: a 0 from
-  then on means "no checksum".
+  guards them.  Updates carry their bytes (``BookMsg.raw``): every entry has its ``ts``, so
+  a byte-identical repeat has the same exchange time, and is a duplicate where ids cannot
+  tell (no ``seqId``, or a keep-alive).  OKX announced that from 2026-06-23 ``checksum`` is
+  always 0: a 0 from then on means "no checksum".
 - ``trades``/``trades-all``: ``tradeId`` per instrument, increasing but not contiguous.
 - ``funding-rate``: ``fundingRate``, ``fundingTime``.
 
@@ -172,6 +175,9 @@ class OkxSession:
                 rec.path,
                 rec.line,
                 checksum=_checksum(d, ts_ms),
+                # A repeat is known by its bytes, ``ts`` included (before seqId, and for the
+                # keep-alive whose ``prevSeqId == seqId``).
+                raw=None if snapshot or ts_ms is None else rec.raw,
             )
             seq = d.get("seqId")
             if seq is not None:
@@ -252,6 +258,7 @@ class OkxSession:
                         rec.path,
                         rec.line,
                         checksum=_checksum(d, None),
+                        raw=None if snapshot or exch_us is None else rec.raw,
                     )
                 )
         elif name == "trade":

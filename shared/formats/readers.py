@@ -45,7 +45,7 @@ def _numbered(path: str) -> Iterator[tuple[int, bytes] | RawRecord]:
             else:
                 yield n, line
     except TruncatedInput as exc:
-        yield _malformed(path, n + 1, str(exc))
+        yield RawRecord.cut_off(path, n + 1, str(exc))
 
 
 def read_epoch(path: str) -> Iterator[RawRecord]:

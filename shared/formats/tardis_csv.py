@@ -13,6 +13,8 @@ yield one ``ignored`` record per row.
 Timestamps are integer epoch microseconds; prices and amounts stay the exact text.  A
 cut-off gzip ends with a ``malformed`` record; the last line read before the cut and the
 book message still held (both possibly incomplete) are reported as malformed, not applied.
+Book updates of venues without ids carry an identity (``BookMsg.raw``: levels and exchange
+time), so a repeated message is a duplicate as it is in the venue's raw capture.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import csv
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 
+from shared.exchanges import rules_for
 from shared.formats.detect import TARDIS_CSV_HEAD
 from shared.formats.lines import LINE_TOO_LONG, TruncatedInput, iter_lines
 from shared.model import BookMsg, Channel, FundingMsg, RawRecord, StreamKey, TradeMsg
@@ -214,6 +218,12 @@ class _L2Table(_Table):
             return
         self.group = None
         msg = group.msg
+        if not msg.snapshot and not _numbered_books(msg.key.exchange):
+            # A venue without ids: an update is known by its levels and exchange time (the
+            # receive time left out), so a repeat of it is a duplicate.  Not where the venue
+            # numbers its messages: this dataset drops the ids, and a level that goes back to
+            # its value within one millisecond repeats the rows of a different message.
+            msg.raw = repr((msg.exch_us, msg.bids, msg.asks)).encode()
         yield RawRecord(self.path, group.lines[0], msg.local_us, "row", obj=msg)
         for n in group.lines[1:]:
             yield RawRecord(self.path, n, msg.local_us, "grouped")
@@ -227,6 +237,12 @@ class _L2Table(_Table):
         yield _malformed(self.path, group.lines[0], f"book message may be incomplete: {why}")
         for n in group.lines[1:]:
             yield RawRecord(self.path, n, group.msg.local_us, "grouped")
+
+
+@cache
+def _numbered_books(exchange: str) -> bool:
+    """The venue numbers its book messages (the dataset drops the numbers)."""
+    return rules_for(exchange).book_rule.has_ids
 
 
 def _table(path: str, columns: list[str]) -> _Table:
@@ -274,7 +290,7 @@ def read_tardis_csv(path: str) -> Iterator[RawRecord]:
                 yield from table.cut_off(item.why)
             if item.held is not None:
                 yield _malformed(path, item.held, "last line before the cut-off may be incomplete")
-            yield _malformed(path, item.line, item.why)
+            yield RawRecord.cut_off(path, item.line, item.why)
             return
         n, line = item
         if line is LINE_TOO_LONG:

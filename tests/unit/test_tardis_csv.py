@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.auditors import AuditConfig
+from shared.engine import Engine
 from shared.formats.detect import detect
 from shared.formats.readers import READERS
 from shared.formats.tardis_csv import read_tardis_csv
@@ -182,6 +184,31 @@ def test_snapshot_then_delta_with_same_local_time_are_two_messages(tmp_path: Pat
     ]
 
 
+@pytest.mark.parametrize(("exchange", "duplicates"), [("kraken", 1), ("coinbase", 1), ("deribit", 0)])
+def test_repeated_update(tmp_path: Path, exchange: str, duplicates: int) -> None:
+    # A venue without ids: an update received again (same levels, same exchange time) is a
+    # duplicate, not applied twice; the same levels at another exchange time are not.  A venue
+    # that numbers its messages: the dataset dropped the numbers, and the same rows at the same
+    # millisecond can be another message (a level back to its value), so nothing can be told.
+    rows = [
+        L2_HEAD,
+        f"{exchange},XBT-USD,1000,1001,true,bid,100.0,1",
+        f"{exchange},XBT-USD,1000,1001,true,ask,101.0,1",
+        f"{exchange},XBT-USD,2000,2001,false,bid,100.0,2",
+        f"{exchange},XBT-USD,2000,2001,false,ask,101.0,3",
+        f"{exchange},XBT-USD,2000,2009,false,bid,100.0,2",  # received again
+        f"{exchange},XBT-USD,2000,2009,false,ask,101.0,3",
+        f"{exchange},XBT-USD,3000,3001,false,bid,100.0,1",
+        f"{exchange},XBT-USD,4000,4001,false,bid,100.0,2",  # same level and size, later: new
+    ]
+    path = _write(tmp_path, "l2.csv", rows)
+    msgs = _rows(_read(path))
+    assert [m.raw is not None for m in msgs] == [False] + [duplicates == 1] * 4  # type: ignore[attr-defined]
+    (stream,) = Engine(AuditConfig()).run([str(path)]).streams
+    assert stream.messages == 5 and stream.faults["duplicate"] == duplicates
+    assert [f.line for f in stream.findings if f.fault == "duplicate"] == [6] * duplicates
+
+
 def test_malformed_rows_do_not_stop_the_run(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
@@ -294,13 +321,13 @@ def test_truncated_gzip(tmp_path: Path) -> None:
     assert recs[0].kind == "header"
     assert [r.line for r in recs] == list(range(1, len(recs) + 1))
     cut = recs[-1]
-    assert cut.kind == "malformed" and "cut off" in (cut.error or "")
+    assert cut.kind == "cut_off" and "cut off" in (cut.error or "")  # malformed, and the file is damaged
     # The last line read may be the head of a longer line: reported, not applied.
     assert recs[-2].kind == "malformed" and "may be incomplete" in (recs[-2].error or "")
     # The book message still held may be missing rows: reported, not applied.
     held = [r for r in recs if r.kind == "malformed" and "book message" in (r.error or "")]
     assert len(held) == 1 and held[0].line >= cut.line - 4
-    assert sum(r.kind == "malformed" for r in recs) == 3
+    assert sum(r.kind in ("malformed", "cut_off") for r in recs) == 3
     books = _rows(recs)
     assert 1 < len(books) < count // 3
     assert all(isinstance(b, BookMsg) and len(b.bids) == 3 for b in books)
@@ -314,7 +341,7 @@ def test_truncated_gzip_trades(tmp_path: Path) -> None:
     ]
     recs = _read(_cut_gzip(tmp_path, "cut.csv.gz", rows))
     assert [r.line for r in recs] == list(range(1, len(recs) + 1))
-    assert [r.kind for r in recs[-2:]] == ["malformed", "malformed"]
+    assert [r.kind for r in recs[-2:]] == ["malformed", "cut_off"]
     trades = _rows(recs)
     assert len(trades) == len(recs) - 3
     for t in trades:  # every applied row is whole

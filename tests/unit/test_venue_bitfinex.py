@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -10,8 +11,8 @@ from venue_harness import DATA, audit, faults, json_records, record
 
 from shared import checksums
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
-from shared.exchanges.bitfinex import VENUE, BitfinexSession
-from shared.model import BookMsg, Event, StreamKey, TradeMsg
+from shared.exchanges.bitfinex import VENUE, BitfinexSession, _Holes
+from shared.model import BookMsg, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import INCREASING, PREV_LINK
 
 CAPTURE = DATA / "cryptofeed" / "BITFINEX.ws.11.0"
@@ -161,3 +162,107 @@ def test_malformed_messages_raise() -> None:
     for bad in ([7, [6000, 1]], [7, "cs"], [7, [[6000, "x", 1]], 1], [7, [6000, 1, 0], 2]):
         with pytest.raises((ValueError, TypeError)):
             s.parse(record(bad), bad)
+
+
+# -- the connection sequence under reordering and repeats ----------------------------------
+
+
+def test_holes_are_the_seqs_not_seen() -> None:
+    h = _Holes()
+    h.add(5, 9)
+    h.add(12, 12)
+    assert len(h) == 2 and h.within(1, 5) and h.within(9, 11) and not h.within(10, 11)
+    assert not h.within(13, 20) and not h.within(6, 5)
+    assert h.fill(7) and (h.lo, h.hi) == ([5, 8, 12], [6, 9, 12])  # split
+    assert h.fill(5) and h.fill(9) and h.fill(12) and (h.lo, h.hi) == ([6, 8], [6, 8])
+    assert not h.fill(7) and not h.fill(13)  # seen already: repeats
+    assert h.fill(6) and h.fill(8) and len(h) == 0 and not h.within(0, 100)
+
+
+def _book_lines(records: list[RawRecord]) -> dict[int, BookMsg]:
+    """The line of every book update of the capture, and its event."""
+    s = VENUE.session(records[0].url)
+    out: dict[int, BookMsg] = {}
+    for rec in records:
+        for e in s.parse(rec, orjson.loads(rec.raw)):
+            if isinstance(e, BookMsg) and not e.snapshot:
+                out[rec.line] = e
+    return out
+
+
+def _findings(a: Any) -> Counter[tuple[str, str]]:
+    return Counter((k.symbol, f) for k, r in a.results.items() for f, n in r.faults.items() for _ in range(n))
+
+
+def _swap(records: list[RawRecord], i: int) -> list[RawRecord]:
+    out = list(records)
+    out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
+def test_messages_of_different_channels_swapped_leave_every_stream_in_order() -> None:
+    records = list(json_records(CAPTURE))
+    books = _book_lines(records)
+    clean = _findings(audit(records, VENUE))
+    pairs = [
+        i
+        for i in range(len(records) - 1)
+        if records[i].line in books
+        and records[i + 1].line in books
+        and books[records[i].line].key != books[records[i + 1].line].key
+    ]
+    assert len(pairs) > 100
+    for i in pairs[::40]:
+        a = audit(_swap(records, i), VENUE)
+        assert _findings(a) == clean and a.session.breaks == 0, records[i].line
+
+
+def test_a_book_message_swapped_with_a_heartbeat_is_in_order() -> None:
+    records = list(json_records(CAPTURE))
+    books = _book_lines(records)
+    i = next(i for i, r in enumerate(records[:-1]) if r.line in books and b'"hb"' in records[i + 1].raw)
+    a = audit(_swap(records, i), VENUE)
+    assert _findings(a) == _findings(audit(records, VENUE)) and a.session.breaks == 0
+
+
+def test_a_repeat_of_a_message_held_back_is_a_duplicate() -> None:
+    records = list(json_records(CAPTURE))
+    books = _book_lines(records)
+    i = next(
+        i
+        for i in range(len(records) - 1)
+        if records[i].line in books
+        and records[i + 1].line in books
+        and books[records[i].line].key != books[records[i + 1].line].key
+    )
+    late, early = records[i], records[i + 1]
+    key = books[early.line].key
+    # The early message arrives, then again, then the one before it (of another channel).
+    changed = [*records[:i], early, early, late, *records[i + 2 :]]
+    a = audit(changed, VENUE)
+    assert _findings(a) == _findings(audit(records, VENUE)) + Counter({(key.symbol, "duplicate"): 1})
+    assert a.session.breaks == 0
+
+
+def test_without_seq_all_a_timestamped_repeat_is_a_duplicate() -> None:
+    msgs: list[Any] = [
+        {"event": "info", "version": 2},
+        {"event": "conf", "status": "OK", "flags": 32768},
+        {
+            "event": "subscribed",
+            "channel": "book",
+            "chanId": 7,
+            "symbol": "tBTCUSD",
+            "prec": "P0",
+            "len": "25",
+        },
+        [7, [[6000, 2, 1.5], [6001, 1, -2]], 1700000000000],
+        [7, [6000, 1, 1], 1700000000100],
+        [7, [6000, 1, 1], 1700000000100],  # repeated: same bytes, same exchange time
+        [7, [6000, 2, 1.5], 1700000000200],
+        [7, [6000, 1, 1], 1700000000300],  # the same level again, later: not a repeat
+    ]
+    a = audit([record(m, i + 1) for i, m in enumerate(msgs)], VENUE)
+    (r,) = a.results.values()
+    assert r.faults["duplicate"] == 1 and [f.line for f in r.findings] == [6]
+    assert a.events[-1].raw is not None and a.events[-1].last_id is None

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from venue_harness import DATA, audit_events, feed, messages, parse_capture
+from venue_harness import DATA, audit_events, feed, messages, parse_capture, record
+from venue_harness import audit as harness_audit
 
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
 from shared.exchanges.bitmex import VENUE
@@ -94,14 +95,36 @@ def test_update_and_delete_rows_take_the_price_of_their_id() -> None:
     assert isinstance(upd, BookMsg) and upd.asks == [[32135, 4]] and not upd.snapshot
     (dele,) = session.parse(rec, _book("delete", [{"symbol": "XBTUSD", "id": 8799678700, "side": "Buy"}]))
     assert isinstance(dele, BookMsg) and dele.bids == [[32130, 0]]
+    # The same delete again (a repeated message) takes the price the id had: it deletes
+    # nothing, and is not an invalid level.
+    (again,) = session.parse(rec, _book("delete", [{"symbol": "XBTUSD", "id": 8799678700, "side": "Buy"}]))
+    assert isinstance(again, BookMsg) and again.bids == [[32130, 0]] and again.raw is None
     # The id is forgotten after its delete: a later update for it cannot be priced.
     (stale,) = session.parse(
         rec, _book("update", [{"symbol": "XBTUSD", "id": 8799678700, "side": "Buy", "size": 1}])
     )
     assert isinstance(stale, BookMsg) and stale.bids == [["id:8799678700", 1]]
-    _, results = audit_events([snap, upd, dele, stale])
+    _, results = audit_events([snap, upd, dele, again, stale])
     (r,) = results.values()
     assert r.faults["invalid_value"] == 1
+
+
+def test_rows_with_their_time_make_a_repeat_a_duplicate() -> None:
+    def row(size: int, ts: str) -> dict[str, Any]:
+        return {"symbol": "XBTUSD", "id": 8799678650, "side": "Sell", "size": size, "timestamp": ts}
+
+    msgs = [
+        _book(
+            "partial", [{**row(10, "2021-07-22T22:36:10.000Z"), "price": 32135}], filter={"symbol": "XBTUSD"}
+        ),
+        _book("update", [row(4, "2021-07-22T22:36:10.100Z")]),
+        _book("update", [row(4, "2021-07-22T22:36:10.100Z")]),  # repeated: same bytes, same time
+        _book("update", [row(7, "2021-07-22T22:36:10.200Z")]),
+        _book("update", [row(4, "2021-07-22T22:36:10.300Z")]),  # the same size again, later
+    ]
+    a = harness_audit([record(m, i + 1) for i, m in enumerate(msgs)], VENUE)
+    (r,) = a.results.values()
+    assert [(f.fault, f.line) for f in r.findings] == [("duplicate", 3)]
 
 
 def test_messages_are_split_by_symbol_and_empty_partials_reset() -> None:

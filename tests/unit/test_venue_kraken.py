@@ -84,6 +84,23 @@ def test_ws_trades_and_ticker() -> None:
     assert VENUE.session(None).parse(record(own), own) == ()
 
 
+def test_ws_trades_without_ids_repeated_message_is_duplicates() -> None:
+    records = list(json_records(TRADES))
+    i, rec = next(
+        (i, r) for i, r in enumerate(records) if r.raw.count(b'"trade"') and r.raw.count(b"],[") >= 1
+    )
+    n = len(orjson.loads(rec.raw)[1])
+    assert n >= 2
+    a = audit([*records[: i + 1], rec, *records[i + 1 :]], VENUE)
+    assert [f.line for f in findings(a, "duplicate")] == [rec.line] * n
+    # One order filling two makers gives two identical rows in one message: two trades.
+    msg = orjson.loads(rec.raw)
+    msg[1] = [msg[1][0], msg[1][0]]
+    twice = [record(msg, 1), record(msg, 2)]
+    a = audit(twice, VENUE)
+    assert len(a.events) == 4 and [f.line for f in findings(a, "duplicate")] == [2, 2]
+
+
 def test_rest_trades_consecutive_ids() -> None:
     (rec,) = json_records(REST, read_json_doc)
     a = audit([rec], VENUE)

@@ -127,6 +127,37 @@ def test_seqid_chain_and_gap() -> None:
     assert [(g.after, g.before, g.missing) for g in r.gaps] == [(20, 30, None)]
 
 
+def test_keep_alive_repeated_verbatim_is_a_duplicate() -> None:
+    # OKX pushes an empty update with prevSeqId == seqId while the book does not change: the
+    # ids cannot tell a repeat from the next keep-alive, the bytes (``ts`` among them) can.
+    def alive(ts: str) -> dict[str, Any]:
+        return _book("update", 15, 15, asks=[], bids=[], ts=ts)
+
+    msgs = [
+        _book("snapshot", 10, -1),
+        _book("update", 15, 10, ts="1700000000100"),
+        alive("1700000000200"),
+        alive("1700000000200"),  # repeated verbatim
+        alive("1700000000300"),  # the next keep-alive: same ids, another time
+        _book("update", 20, 15, ts="1700000000400"),
+    ]
+    a = audit([record(m, i + 1) for i, m in enumerate(msgs)], VENUE)
+    (r,) = a.results.values()
+    assert [(f.fault, f.line) for f in r.findings] == [("duplicate", 4)] and r.gaps == []
+
+
+def test_pre_seqid_update_repeated_verbatim_is_a_duplicate() -> None:
+    records = list(json_records(CAPTURE))
+    line = first_update_at_top(records, VENUE, "bids", lambda lv: lv[1] != "0", with_checksum=True)
+    assert line is not None
+    i = next(i for i, r in enumerate(records) if r.line == line)
+    clean = audit(records, VENUE)
+    a = audit([*records[: i + 1], records[i], *records[i + 1 :]], VENUE)
+    assert [(f.fault, f.line) for f in findings(a, "duplicate")] == [("duplicate", line)]
+    assert a.verified == clean.verified  # not applied twice; every checksum still verifies
+    assert faults(a, "checksum_mismatch") == 0
+
+
 def test_update_without_seqid_on_sequenced_stream_is_malformed() -> None:
     session = VENUE.session(None)
     session.parse(record(_book("snapshot", 10, -1)), _book("snapshot", 10, -1))
