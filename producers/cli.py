@@ -544,7 +544,7 @@ def print_summary(report: dict[str, Any], out_dir: str, verbose: bool = False) -
         print(f"  {name:<{width}}  {s['messages']:>9} msgs  score {score:6.2f}  {what}")
     if shown is not streams:
         print(f"  (every stream: {out_dir}/report.json, or --verbose)")
-    print(f"results in {out_dir}/ (report.json, audit/records.jsonl, audit/MANIFEST, books/)")
+    print(f"results in {out_dir}/ (report.html, report.json, audit/records.jsonl, audit/MANIFEST, books/)")
 
 
 def print_input_problems(i: dict[str, Any]) -> None:
