@@ -22,7 +22,7 @@ from shared.book import Book
 from shared.checks.shapes import ShapeWatch
 from shared.errors import RetapeError
 from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
-from shared.exchanges.base import Session, Venue
+from shared.exchanges.base import Session, UnknownEvent, Venue
 from shared.formats.readers import READERS
 from shared.model import BookMsg, Channel, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
 from shared.planning import GroupHead, InputSummary, Plan, plan
@@ -37,6 +37,11 @@ BLANK = "blank lines"
 RECORDER_LINES = "recorder lines (connections, requests sent, configuration)"
 EARLY_DISCONNECT = "disconnects before any stream"
 _KIND_FIELDS = ("channel", "feed", "table", "topic", "e", "type", "event", "method", "action")
+
+
+def _keys(events: Sequence[Any]) -> list[StreamKey]:
+    """The streams of ``events``, each once, in order."""
+    return list(dict.fromkeys(ev.key for ev in events if not isinstance(ev, Disconnect)))
 
 
 def _ignore(summary: InputSummary, why: str) -> None:
@@ -186,7 +191,7 @@ class _FileContext:
     """Per-file state: the venue session, the streams it fed (for disconnects and seams) and
     the shapes of its messages (for format changes)."""
 
-    __slots__ = ("last_events", "session", "shapes", "stream_keys", "summary", "venue")
+    __slots__ = ("last_events", "session", "shapes", "stream_keys", "summary", "unknown_kinds", "venue")
 
     def __init__(self, summary: InputSummary) -> None:
         self.summary = summary
@@ -195,6 +200,7 @@ class _FileContext:
         self.stream_keys: set[StreamKey] = set()
         self.shapes = ShapeWatch()
         self.last_events: Sequence[Any] = ()  # what the last message parsed gave
+        self.unknown_kinds: set[str] = set()  # event types the parser did not know, seen so far
 
 
 class Engine:
@@ -341,6 +347,17 @@ class Engine:
                 change = ctx.shapes.check(obj)
                 try:
                     events = session.parse(rec, obj)
+                except UnknownEvent as exc:
+                    # The format changed: an event type the parser does not know, on a
+                    # channel it audits.  Once per kind and file, on the streams it was feeding.
+                    _ignore(summary, f"{exc.kind} messages (unknown to the parser)")
+                    if exc.kind not in ctx.unknown_kinds:
+                        ctx.unknown_kinds.add(exc.kind)
+                        detail = {"unknown_event": exc.kind, "channel": exc.channel, **(change or {})}
+                        self._format_change_on(
+                            [exc.key] if exc.key is not None else _keys(ctx.last_events), rec, detail
+                        )
+                    continue
                 except _PARSE_ERRORS as exc:
                     name = ctx.venue.name if ctx.venue else "?"
                     self._malformed(
@@ -379,7 +396,9 @@ class Engine:
     def _format_change(self, events: Sequence[Any], rec: RawRecord, change: dict[str, Any]) -> None:
         """A message whose shape changed: one finding on each stream its events belong to (for a
         message the parser could not read, the streams of the one before)."""
-        keys = dict.fromkeys(ev.key for ev in events if not isinstance(ev, Disconnect))
+        self._format_change_on(_keys(events), rec, change)
+
+    def _format_change_on(self, keys: Iterable[StreamKey], rec: RawRecord, change: dict[str, Any]) -> None:
         for key in keys:
             auditor = self.books.get(key) or self.trades.get(key) or self.funding.get(key)
             if auditor is not None:

@@ -184,3 +184,34 @@ def test_a_cut_off_capture_is_never_clean(tmp_path: Path) -> None:
     assert "input damaged (1 unreadable lines, cut off)" in proc.stdout
     assert f"no market data recognised in {tmp_path / 'in' / 'notes.jsonl'}" in proc.stdout
     assert audit("--fail-under", "100").returncode == 1
+
+
+def test_an_unknown_event_type_on_an_audited_channel_is_one_format_change(
+    usdm: list[bytes], tmp_path: Path
+) -> None:
+    depth = _depth(usdm)
+    changed = list(usdm)
+    for i in depth[2000:2010]:  # the exchange starts sending a new kind of depth event
+        ts, raw = usdm[i].split(b" ", 1)
+        changed[i] = ts + b" " + raw.replace(b'"e":"depthUpdate"', b'"e":"depthUpdateV2"')
+    path = tmp_path / "unknown.txt"
+    path.write_bytes(b"\n".join(changed) + b"\n")
+    outcome = Engine(AuditConfig()).run([str(path)])
+    (finding,) = [f for s in outcome.streams for f in s.findings if f.fault == "format_change"]
+    assert finding.line == depth[2000] + 1 and finding.key.channel == "book"
+    assert finding.detail["unknown_event"] == "depthUpdateV2" and finding.detail["channel"] == "depth"
+    (summary,) = outcome.inputs
+    assert summary.ignored_why["depthUpdateV2 messages (unknown to the parser)"] == 10
+    assert summary.malformed == 0
+
+
+def test_an_unknown_okx_book_action_is_a_format_change(tmp_path: Path) -> None:
+    lines = _lines(OKX)
+    at = next(i for i, line in enumerate(lines) if b'"action":"update"' in line and i > 200)
+    changed = list(lines)
+    changed[at] = lines[at].replace(b'"action":"update"', b'"action":"reset"')
+    path = tmp_path / "OKX.ws.1.0"
+    path.write_bytes(b"\n".join(changed) + b"\n")
+    outcome = Engine(AuditConfig()).run([str(path)])
+    found = [f for s in outcome.streams for f in s.findings if f.fault == "format_change"]
+    assert [(f.line, f.detail["unknown_event"]) for f in found] == [(at + 1, "reset")]

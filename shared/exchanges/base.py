@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from shared.book import Book
 from shared.errors import RetapeError
-from shared.model import Event, RawRecord
+from shared.model import Event, RawRecord, StreamKey
 from shared.sequencing import NONE, Rule
 
 HOUR_US = 3_600_000_000
@@ -24,6 +24,17 @@ HOUR_US = 3_600_000_000
 
 class VenueParseError(RetapeError, ValueError):
     """A message of a known venue that does not have the shape the venue documents."""
+
+
+class UnknownEvent(VenueParseError):
+    """A message on a channel the venue module audits, of an event type it does not know:
+    the exchange changed its format (a ``format_change``), not a damaged line."""
+
+    def __init__(self, kind: str, channel: str, key: StreamKey | None = None) -> None:
+        super().__init__(f"{channel} message of an unknown event type {kind!r}")
+        self.kind = kind
+        self.channel = channel
+        self.key = key  # the stream it was sent on, when the message says
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from shared.exchanges.base import HOUR_US, Venue, VenueRules, ms_to_us
+from shared.exchanges.base import HOUR_US, UnknownEvent, Venue, VenueRules, ms_to_us
 from shared.model import BookMsg, Channel, Event, FundingMsg, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE, PREV_LINK
 
@@ -45,6 +45,14 @@ RULES = (
 )
 
 _SYMBOL_IN_URL = re.compile(r"[?&]symbol=([A-Za-z0-9_\-]+)")
+# The combined-stream channels this module audits: a message on one of them with an event type
+# it does not know means the format changed.
+_AUDITED_CHANNELS = {
+    "depth": Channel.BOOK,
+    "trade": Channel.TRADES,
+    "aggTrade": Channel.TRADES,
+    "markPrice": Channel.FUNDING,
+}
 
 
 def exchange_from_url(url: str | None) -> str | None:
@@ -115,6 +123,11 @@ class BinanceSession:
             return self._trade(rec, data, kind)
         if kind == "markPriceUpdate":
             return self._funding(rec, data)
+        channel = stream.split("@")[1] if isinstance(stream, str) and "@" in stream else None
+        if isinstance(kind, str) and channel in _AUDITED_CHANNELS:
+            assert isinstance(stream, str)
+            key = StreamKey(self._exchange_of(data), stream.split("@")[0].upper(), _AUDITED_CHANNELS[channel])
+            raise UnknownEvent(kind, channel, key)
         return ()
 
     def _depth(self, rec: RawRecord, d: dict[str, Any]) -> Sequence[Event]:

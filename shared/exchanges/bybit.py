@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.exchanges._fields import as_dict, buy_sell, integer, lower, objects, opaque_trade_id, symbol_text
-from shared.exchanges.base import Venue, VenueRules, ms_to_us
+from shared.exchanges.base import UnknownEvent, Venue, VenueRules, ms_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE, NONE
 
@@ -100,7 +100,7 @@ class BybitSession:
         d = obj["data"]
         kind = obj.get("type")
         if kind not in ("snapshot", "delta"):
-            raise ValueError(f"order book message of type {kind!r}")
+            raise UnknownEvent(str(kind), topic)
         u = integer(d["u"], "u")
         bids, asks = d["b"], d["a"]
         if not isinstance(bids, list) or not isinstance(asks, list):

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.exchanges._fields import as_dict, integer, objects, symbol_text
-from shared.exchanges.base import Venue, VenueRules, ms_to_us
+from shared.exchanges.base import UnknownEvent, Venue, VenueRules, ms_to_us
 from shared.model import BookMsg, Channel, Event, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import CONSECUTIVE, PREV_LINK
 
@@ -85,7 +85,10 @@ class DeribitSession:
         symbol = symbol_text(d.get("instrument_name") or channel_symbol)
         change_id = integer(d["change_id"], "change_id")
         prev = d.get("prev_change_id")
-        snapshot = d.get("type") == "snapshot" or prev is None
+        kind = d.get("type")
+        if kind is not None and kind not in ("snapshot", "change"):
+            raise UnknownEvent(str(kind), f"book.{channel_symbol}")
+        snapshot = kind == "snapshot" or prev is None
         return (
             BookMsg(
                 StreamKey(EXCHANGE, symbol, Channel.BOOK),

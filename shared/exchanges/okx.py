@@ -31,7 +31,7 @@ from typing import Any
 from shared import checksums
 from shared.book import Book
 from shared.exchanges._fields import entries, integer, iso_us, price_size
-from shared.exchanges.base import HOUR_US, Venue, VenueRules, ms_to_us
+from shared.exchanges.base import HOUR_US, UnknownEvent, Venue, VenueRules, ms_to_us
 from shared.model import BookMsg, Channel, Event, FundingMsg, RawRecord, StreamKey, TradeMsg
 from shared.sequencing import INCREASING, PREV_LINK
 
@@ -159,7 +159,9 @@ class OkxSession:
         elif action == "update":
             snapshot = False
         else:
-            raise ValueError(f"book message with action {action!r}")
+            inst = arg.get("instId")
+            key = StreamKey(exchange_of(inst), inst.upper(), Channel.BOOK) if isinstance(inst, str) else None
+            raise UnknownEvent(str(action), channel, key)
         out: list[Event] = []
         for d in entries(obj):
             inst = _text_field(d.get("instId") or arg["instId"], "instId")
