@@ -576,16 +576,9 @@ def stream_problems(s: dict[str, Any]) -> str:
         if damage.get("cut_off"):
             bits.append("cut off")
         parts.append(f"input damaged ({', '.join(bits)})")
-    faulty_unsafe = sum(
-        (
-            (u["to_us"] if u["to_us"] is not None else s.get("last_us") or u["from_us"] or 0)
-            - (u["from_us"] or 0)
-        )
-        for u in s.get("unsafe", [])
-        if u["cause"] != "no_snapshot" and u["from_us"] is not None
-    )
+    faulty_unsafe = sum(v for cause, v in (s.get("unsafe_by_cause") or {}).items() if cause != "no_snapshot")
     if faulty_unsafe > 0:
-        parts.append(f"book unsafe {faulty_unsafe / 1e6:.1f} s")
+        parts.append(f"book unsafe {faulty_unsafe:.1f} s")
     return ", ".join(parts)
 
 

@@ -76,10 +76,12 @@ class StreamResult:
     # Book streams: when, in receive time, the rebuilt book could not be trusted.
     unsafe: list[Unsafe] = field(default_factory=list)
     # For the rates: messages whose clock offset was compared with a running median, and
-    # those that departed from it by more than 100 ms; funding settlements seen.
+    # those that departed from it by more than 100 ms; funding settlements (seen or skipped)
+    # and those with a discontinuity.
     drift_compared: int = 0
     drift_over_100ms: int = 0
     settlements: int = 0
+    settlements_faulty: int = 0
     # Trade ids that count one by one (missing trades can be counted from their gaps).
     ids_consecutive: bool = False
     # Damage to the inputs that fed the stream: lines that could not be read, a cut-off end.
@@ -119,6 +121,7 @@ class StreamResult:
         self.drift_compared += later.drift_compared
         self.drift_over_100ms += later.drift_over_100ms
         self.settlements += later.settlements
+        self.settlements_faulty += later.settlements_faulty
         self.ids_consecutive = self.ids_consecutive and later.ids_consecutive
         self.input_damage(later.damaged_lines, later.cut_off)
 
@@ -131,28 +134,40 @@ class StreamResult:
             "findings": [f.as_json() for f in self.findings],
             "latency": self.latency.as_json(),
             "notes": self.notes,
-            "span": [self.first_us, self.last_us],
+            "first_us": self.first_us,
+            "last_us": self.last_us,
             "unsafe": [u.as_json() for u in self.unsafe],
-            "counts": [self.drift_compared, self.drift_over_100ms, self.settlements, self.ids_consecutive],
-            "damage": [self.damaged_lines, self.cut_off],
+            "drift_compared": self.drift_compared,
+            "drift_over_100ms": self.drift_over_100ms,
+            "settlements": self.settlements,
+            "settlements_faulty": self.settlements_faulty,
+            "ids_consecutive": self.ids_consecutive,
+            "damaged_lines": self.damaged_lines,
+            "cut_off": self.cut_off,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StreamResult:
+        """Read back :meth:`as_json` (fields an older version did not write take their default)."""
         key = StreamKey(*data["key"])
         return cls(
             key,
             data["messages"],
-            dict(data["faults"]),
+            {**dict.fromkeys(FAULT_KINDS, 0), **data["faults"]},
             [Gap.from_json(g) for g in data["gaps"]],
             [Finding.from_json(key, f) for f in data["findings"]],
             Latency.from_json(data["latency"]),
             dict(data["notes"]),
-            data["span"][0],
-            data["span"][1],
-            [Unsafe.from_json(u) for u in data["unsafe"]],
-            *data["counts"],
-            *data["damage"],
+            data.get("first_us"),
+            data.get("last_us"),
+            [Unsafe.from_json(u) for u in data.get("unsafe", [])],
+            int(data.get("drift_compared", 0)),
+            int(data.get("drift_over_100ms", 0)),
+            int(data.get("settlements", 0)),
+            int(data.get("settlements_faulty", 0)),
+            bool(data.get("ids_consecutive", False)),
+            int(data.get("damaged_lines", 0)),
+            bool(data.get("cut_off", False)),
         )
 
 
@@ -270,7 +285,7 @@ class BookAuditor(_Auditor):
                 count = int(message)
                 if since is not None and local_us is not None and since < local_us:
                     count = sum(1 for t in self.recent_us if t >= since)
-                self.open_unsafe = Unsafe(since, None, self.cause or NO_SNAPSHOT, count)
+                self.open_unsafe = Unsafe(since, None, str(self.cause or NO_SNAPSHOT), count)
                 self.result.unsafe.append(self.open_unsafe)
         elif self.in_sync:
             open_.to_us = local_us
@@ -353,7 +368,8 @@ class BookAuditor(_Auditor):
     def seam(self) -> None:
         super().seam()
         if self.seq is not None:
-            self._steps(self.seq.flush())
+            self._steps(self.seq.flush())  # a gap found here makes the book unsafe from it
+            self._track_safety(self.last_seen_us, message=False)
         self.at_seam = True
         self.seam_ended_us = self.last_seen_us
 
@@ -393,12 +409,18 @@ class BookAuditor(_Auditor):
         self.state = UNKNOWN
         self.safe = False
         self.unsafe_applied.clear()
-        self._track_safety(local_us, message=False)
+        # A disconnect marker without a time of its own: from the last message received.
+        self._track_safety(local_us if local_us is not None else self.last_seen_us, message=False)
 
     def finish(self) -> StreamResult:
         if self.seq is not None:
             self._steps(self.seq.flush())
         self._drop_early()
+        self._track_safety(self.last_seen_us, message=False)
+        if self.open_unsafe is not None:
+            # Unsafe to the end of this part: measured to its last message, even when the
+            # stream goes on in another part (another recording) after it.
+            self.open_unsafe.ends_us = self.last_seen_us
         return super().finish()
 
     def _drop_early(self) -> None:
@@ -718,6 +740,7 @@ class FundingAuditor(_Auditor):
         super().__init__(key, rules, cfg)
         self.check = FundingCheck(rules.funding_interval_us, rules.funding_cap)
         self.at_seam = False
+        self.faulty_time: int | None = -1  # the last settlement counted as faulty
 
     def seam(self) -> None:
         super().seam()
@@ -726,8 +749,9 @@ class FundingAuditor(_Auditor):
     def feed(self, f: FundingMsg) -> None:
         self.result.messages += 1
         self.result.saw(f.local_us)
-        if f.funding_time_us is not None and f.funding_time_us != self.check.last_time:
-            self.result.settlements += 1  # a settlement time not seen just before
+        last = self.check.last_time
+        if f.funding_time_us is not None and (last is None or f.funding_time_us > last):
+            self.result.settlements += 1  # a settlement time after those seen
         if self.at_seam and f.funding_time_us is not None:
             # Another input: it carries on the schedule, or is another recording that starts
             # its own (a funding time from another day is not a skipped settlement).
@@ -738,6 +762,14 @@ class FundingAuditor(_Auditor):
         self._clock(f.local_us, f.exch_us, f.path, f.line)
         for fault, detail in self.check.check(f.funding_time_us, f.rate):
             self._find(fault, f.path, f.line, f.local_us, **detail)
+            if fault != Fault.FUNDING_DISCONTINUITY.value:
+                continue
+            skipped = detail.get("skipped")
+            if isinstance(skipped, int):
+                self.result.settlements += skipped  # they were due: they count
+            if f.funding_time_us != self.faulty_time:
+                self.faulty_time = f.funding_time_us  # one settlement with a discontinuity
+                self.result.settlements_faulty += 1
 
 
 def _before(local_us: int | None, ended_us: int | None) -> bool:

@@ -198,7 +198,7 @@ class _FileContext:
         self.venue: Venue | None = None
         self.session: Session | None = None
         self.stream_keys: set[StreamKey] = set()
-        self.shapes = ShapeWatch()
+        self.shapes: ShapeWatch | None = None  # the segment's watch for this file's venue
         self.last_events: Sequence[Any] = ()  # what the last message parsed gave
         self.unknown_kinds: set[str] = set()  # event types the parser did not know, seen so far
 
@@ -227,6 +227,8 @@ class Engine:
         self.first_us: int | None = None
         # Reading up to ``until``: the latest receive time read from each file.
         self.read_to: dict[str, int] = {}
+        # The shapes of the messages of each venue in the segment being read (format changes).
+        self.shapes: dict[str, ShapeWatch] = {}
         self.books: dict[StreamKey, BookAuditor] = {}
         self.trades: dict[StreamKey, TradeAuditor] = {}
         self.funding: dict[StreamKey, FundingAuditor] = {}
@@ -344,7 +346,13 @@ class Engine:
                     if session is None:
                         _ignore(summary, NO_VENUE)
                         continue
-                change = ctx.shapes.check(obj)
+                watch = ctx.shapes
+                if watch is None:
+                    # One watch per venue for the whole segment: a file that starts in a new
+                    # format (the next day's rotation) is compared with the one before.
+                    name = ctx.venue.name if ctx.venue is not None else ""
+                    watch = ctx.shapes = self.shapes.setdefault(name, ShapeWatch())
+                change = watch.check(obj)
                 try:
                     events = session.parse(rec, obj)
                 except UnknownEvent as exc:
@@ -465,6 +473,7 @@ class Engine:
         for key, auditor in self.books.items():
             self.closed_books.setdefault(key, []).append(auditor)
         self.books, self.trades, self.funding = {}, {}, {}
+        self.shapes = {}
 
     def finish(self) -> AuditOutcome:
         self._close_segment()

@@ -59,7 +59,8 @@ _BENIGN = frozenset({"out_of_order"})
 
 TIME_BINS = 200  # timeline bins per stream for kinds with many findings
 EXACT_MAX = 300  # findings of one kind in one stream drawn one by one, at most
-ALWAYS_EXACT = frozenset({"disconnect"})  # whatever their number
+ALWAYS_EXACT = frozenset({"disconnect"})  # whatever their number (up to INTERVALS_MAX)
+INTERVALS_MAX = 2000  # gaps and unsafe intervals drawn per stream, at most (the rest counted)
 DETAIL_CHARS = 240  # of a finding's detail, in its hover text
 LATENCY_BINS = 60  # about: the histogram between the 0.1% and 99.9% quantiles
 WORST = 10  # streams named above the fold
@@ -214,9 +215,11 @@ def _chart_data(row: Mapping[str, Any], result: StreamResult) -> dict[str, Any]:
         "span": [first, last] if first is not None and last is not None else None,
         "unsafe": [
             [_int(u.get("from_us")), _int(u.get("to_us")), u["cause"], u.get("messages", 0)]
-            for u in row.get("unsafe", [])
+            for u in row.get("unsafe", [])[:INTERVALS_MAX]
         ],
-        "gaps": sorted((_gap_row(g) for g in row.get("gaps", [])), key=_timed_key),
+        "unsafe_more": max(0, len(row.get("unsafe", [])) - INTERVALS_MAX),
+        "gaps": sorted((_gap_row(g) for g in row.get("gaps", [])), key=_timed_key)[:INTERVALS_MAX],
+        "gaps_more": max(0, len(row.get("gaps", [])) - INTERVALS_MAX),
         **_findings_data(result.findings, first, last),
         "latency": _latency_data(result, row.get("latency_ms")),
     }
@@ -258,7 +261,8 @@ def _findings_data(findings: Iterable[Finding], first: int | None, last: int | N
         per[b] = per.get(b, 0) + 1
         events = exact.setdefault(kind, [])
         if events is not None:
-            if len(events) >= EXACT_MAX and kind not in ALWAYS_EXACT:
+            limit = INTERVALS_MAX if kind in ALWAYS_EXACT else EXACT_MAX
+            if len(events) >= limit:
                 exact[kind] = None  # too many: this kind is binned
             else:
                 events.append((t, f.path, f.line, _detail_text(f.detail)))
@@ -382,12 +386,8 @@ def _summary(report: Mapping[str, Any], entries: list[dict[str, Any]]) -> dict[s
         channels[e["channel"]] = channels.get(e["channel"], 0) + 1
     unsafe_causes: dict[str, float] = {}
     for r in report.get("streams", []):
-        for u in r.get("unsafe", []):
-            start, end = _int(u.get("from_us")), _int(u.get("to_us"))
-            if end is None:
-                end = _int(r.get("last_us"))
-            if start is not None and end is not None and end > start:
-                unsafe_causes[u["cause"]] = unsafe_causes.get(u["cause"], 0) + (end - start)
+        for cause, seconds in (r.get("unsafe_by_cause") or {}).items():
+            unsafe_causes[cause] = unsafe_causes.get(cause, 0.0) + float(seconds)
     # What was found first, in the order it matters; then what was found but costs nothing; then the rest.
     kinds.sort(key=lambda k: 0 if k["total"] and not k["benign"] else 1 if k["total"] else 2)
     scores = [e["score"] for e in entries]
@@ -412,8 +412,8 @@ def _summary(report: Mapping[str, Any], entries: list[dict[str, Any]]) -> dict[s
         "worst": worst,
         "troubled": len(troubled),
         "lowest_score": min(scores) if scores else None,
-        "unsafe_causes": {k: round(v / 1e6, 3) for k, v in sorted(unsafe_causes.items())},
-        "unsafe_seconds": round(sum(unsafe_causes.values()) / 1e6, 3),
+        "unsafe_causes": {k: round(v, 3) for k, v in sorted(unsafe_causes.items())},
+        "unsafe_seconds": round(sum(unsafe_causes.values()), 3),
     }
 
 

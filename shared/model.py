@@ -189,13 +189,15 @@ class Unsafe:
     to_us: int | None
     cause: str
     messages: int = 0  # messages received while it lasted
+    # Still unsafe when its part of the stream ended: the last message's receive time.
+    ends_us: int | None = None
 
     def as_json(self) -> list[Any]:
-        return [self.from_us, self.to_us, self.cause, self.messages]
+        return [self.from_us, self.to_us, self.cause, self.messages, self.ends_us]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> Unsafe:
-        return cls(data[0], data[1], data[2], int(data[3]))
+        return cls(data[0], data[1], data[2], int(data[3]), data[4] if len(data) > 4 else None)
 
 
 @dataclass(slots=True)

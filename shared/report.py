@@ -72,11 +72,14 @@ def _share(part: float, whole: float) -> float | None:
     return round(part / whole, 6) if whole > 0 else None
 
 
-def unsafe_json(result: StreamResult) -> tuple[list[dict[str, Any]], float]:
-    """The stream's unsafe intervals as the contract shows them, and their total in seconds
-    (an interval open at the end lasts until the stream's last message)."""
+def unsafe_json(result: StreamResult) -> tuple[list[dict[str, Any]], float | None, dict[str, float]]:
+    """The stream's unsafe intervals as the contract shows them, their total in seconds and
+    that total by cause.  An interval open at the end lasts until the last message of its part
+    of the stream; a stream without receive times has no total (None)."""
     out = []
     total_us = 0
+    by_cause: dict[str, int] = {}
+    timed = True
     for u in result.unsafe:
         out.append(
             {
@@ -88,13 +91,18 @@ def unsafe_json(result: StreamResult) -> tuple[list[dict[str, Any]], float]:
                 "messages": u.messages,
             }
         )
-        end = u.to_us if u.to_us is not None else result.last_us
-        if u.from_us is not None and end is not None and end > u.from_us:
-            total_us += end - u.from_us
-    return out, round(total_us / 1e6, 6)
+        end = u.to_us if u.to_us is not None else (u.ends_us if u.ends_us is not None else result.last_us)
+        if u.from_us is None or end is None:
+            timed = False
+            continue
+        span = max(0, end - u.from_us)
+        total_us += span
+        by_cause[u.cause] = by_cause.get(u.cause, 0) + span
+    seconds = {cause: round(us / 1e6, 6) for cause, us in sorted(by_cause.items())}
+    return out, (round(total_us / 1e6, 6) if timed else None), seconds
 
 
-def rates_json(result: StreamResult, unsafe_seconds: float) -> dict[str, float | None]:
+def rates_json(result: StreamResult, unsafe_seconds: float | None) -> dict[str, float | None]:
     """The fault rates in the units data teams quote: fractions, None where unknowable."""
     key = result.key
     faults = result.faults
@@ -106,13 +114,15 @@ def rates_json(result: StreamResult, unsafe_seconds: float) -> dict[str, float |
             expected = result.messages - faults[Fault.DUPLICATE.value] + missing
             missing_trades = _share(missing, expected)
     book_unsafe = None
-    if key.channel == Channel.BOOK.value and result.first_us is not None and result.last_us is not None:
+    timed = result.first_us is not None and result.last_us is not None and unsafe_seconds is not None
+    if key.channel == Channel.BOOK.value and timed:
+        assert result.first_us is not None and result.last_us is not None and unsafe_seconds is not None
         book_unsafe = _share(unsafe_seconds * 1e6, result.last_us - result.first_us)
         if book_unsafe is None and not result.unsafe:
             book_unsafe = 0.0  # one instant, trusted
     funding = None
     if key.channel == Channel.FUNDING.value:
-        funding = _share(faults[Fault.FUNDING_DISCONTINUITY.value], result.settlements)
+        funding = _share(min(result.settlements_faulty, result.settlements), result.settlements)
     return {
         "missing_trades": missing_trades,
         "duplicate_messages": _share(faults[Fault.DUPLICATE.value], result.messages),
@@ -124,7 +134,7 @@ def rates_json(result: StreamResult, unsafe_seconds: float) -> dict[str, float |
 
 def stream_json(result: StreamResult) -> dict[str, Any]:
     key = result.key
-    unsafe, unsafe_seconds = unsafe_json(result)
+    unsafe, unsafe_seconds, unsafe_by_cause = unsafe_json(result)
     return {
         "exchange": key.exchange,
         "symbol": key.symbol,
@@ -135,6 +145,7 @@ def stream_json(result: StreamResult) -> dict[str, Any]:
         "latency_ms": result.latency_ms,
         "unsafe": unsafe,
         "unsafe_seconds": unsafe_seconds,
+        "unsafe_by_cause": unsafe_by_cause,
         "rates": rates_json(result, unsafe_seconds),
         "integrity_score": integrity_score(result),
         "input_damage": {"malformed_lines": result.damaged_lines, "cut_off": result.cut_off},

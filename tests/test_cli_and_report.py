@@ -76,6 +76,7 @@ def test_report_has_exactly_the_contract_shape(audited: Path) -> None:
             "latency_ms",
             "unsafe",
             "unsafe_seconds",
+            "unsafe_by_cause",
             "rates",
             "integrity_score",
             "input_damage",

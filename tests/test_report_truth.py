@@ -215,3 +215,105 @@ def test_an_unknown_okx_book_action_is_a_format_change(tmp_path: Path) -> None:
     outcome = Engine(AuditConfig()).run([str(path)])
     found = [f for s in outcome.streams for f in s.findings if f.fault == "format_change"]
     assert [(f.line, f.detail["unknown_event"]) for f in found] == [(at + 1, "reset")]
+
+
+def test_a_gap_found_at_the_end_of_the_file_still_opens_an_interval(
+    usdm: list[bytes], tmp_path: Path
+) -> None:
+    drop = _depth(usdm)[-10]  # the reorder window is still open when the file ends
+    book = _stream(
+        _report(tmp_path, "late.txt", usdm[:drop] + usdm[drop + 1 :]), "binance-futures", "BTCUSDT", "book"
+    )
+    assert book["faults"]["gap"] == 1
+    last = book["unsafe"][-1]
+    assert last["cause"] == "gap" and last["to"] is None and last["from_us"] == book["gaps"][0]["local_us"]
+    assert book["unsafe_by_cause"]["gap"] > 0
+
+
+def test_an_interval_open_at_the_end_of_a_part_is_measured_to_the_end_of_that_part(
+    usdm: list[bytes], tmp_path: Path
+) -> None:
+    from shared.engine import Engine as _Engine
+    from shared.report import stream_json
+
+    drop = _depth(usdm)[1000]
+    first = tmp_path / "first.txt"
+    first.write_bytes(b"\n".join(usdm[:drop] + usdm[drop + 1 : drop + 3000]) + b"\n")
+    later = [
+        b"%d " % (int(line.split(b" ", 1)[0]) + 3_600_000_000_000) + line.split(b" ", 1)[1] for line in usdm
+    ]
+    second = tmp_path / "second.txt"  # another part of the stream, audited apart, an hour later
+    second.write_bytes(b"\n".join(later) + b"\n")
+    parts = [
+        next(s for s in _Engine(AuditConfig()).run([str(p)]).streams if s.key.channel == "book")
+        for p in (first, second)
+    ]
+    first_end = parts[0].last_us
+    parts[0].merge(parts[1])
+    book = stream_json(parts[0])
+    gap = next(u for u in book["unsafe"] if u["cause"] == "gap")
+    assert gap["to"] is None  # the first part ended unsafe
+    # measured to the end of its own part, not to the end of the later one
+    assert book["unsafe_by_cause"]["gap"] == round((first_end - gap["from_us"]) / 1e6, 6)
+
+
+def test_funding_discontinuities_are_a_share_of_settlements(tmp_path: Path) -> None:
+    from shared.auditors import FundingAuditor
+    from shared.exchanges import rules_for
+    from shared.model import FundingMsg, StreamKey
+
+    key = StreamKey("binance-futures", "BTCUSDT", "funding")
+    auditor = FundingAuditor(key, rules_for("binance-futures"), AuditConfig())
+    hour = 3_600_000_000
+    for n in range(100):  # the same settlement time, every rate over the cap
+        auditor.feed(FundingMsg(key, n, None, 8 * hour, "0.5", "f", n + 1))
+    for n, settlement in enumerate((16, 24, 40)):  # then two on time and one after a skipped one
+        auditor.feed(FundingMsg(key, 200 + n, None, settlement * hour, "0.0001", "f", 200 + n))
+    stream = report_json_of(auditor.finish())
+    assert stream["faults"]["funding_discontinuity"] == 101
+    # 5 settlements (8, 16, 24, 32 skipped, 40); 2 of them with a discontinuity (8: rates, 40: skip)
+    assert stream["rates"]["funding_discontinuities"] == round(2 / 5, 6)
+
+
+def report_json_of(result: object) -> dict:  # type: ignore[type-arg]
+    from shared.report import stream_json
+
+    return stream_json(result)  # type: ignore[arg-type]
+
+
+def test_shapes_of_list_messages_are_told_apart_by_channel_and_null_is_not_missing() -> None:
+    from shared.checks.shapes import ShapeWatch
+
+    watch = ShapeWatch()
+    for _n in range(150):  # Kraken v1: book updates on one channel...
+        assert watch.check([12, {"a": [["1.0", "2.0", "1.1"]]}, "book-10", "XBT/USD"]) is None
+    # ... and trades on another: another kind of message, not a change
+    assert watch.check([13, [["1.0", "2.0", "1.1", "s", "m", ""]], "trade", "XBT/USD"]) is None
+    for _n in range(150):  # Bitfinex: book updates, then a trade execution on the same channel id
+        assert watch.check([7, [1.0, 2, 3.0]]) is None
+    assert watch.check([7, "te", [1, 2, 3.0, 4.0]]) is None
+    plain = ShapeWatch()
+    for _n in range(150):
+        assert plain.check({"a": 1, "b": "x"}) is None
+    assert plain.check({"a": None, "b": "x"}) is None  # sent without a value: still there
+    assert plain.check({"b": "x"})["missing"] == ["a"]  # type: ignore[index]
+
+
+def test_a_rotated_file_already_in_a_new_format_is_caught_at_its_first_message(
+    usdm: list[bytes], tmp_path: Path
+) -> None:
+    half = len(usdm) // 2
+    (tmp_path / "a.txt").write_bytes(b"\n".join(usdm[:half]) + b"\n")
+    changed = []
+    for line in usdm[half:]:
+        ts, raw = line.split(b" ", 1)
+        if b"depthUpdate" in raw:
+            message = orjson.loads(raw)
+            message["data"]["u"] = str(message["data"]["u"])  # the id now sent as a string
+            raw = orjson.dumps(message)
+        changed.append(ts + b" " + raw)
+    (tmp_path / "b.txt").write_bytes(b"\n".join(changed) + b"\n")
+    outcome = Engine(AuditConfig()).run([str(tmp_path)])
+    found = [f for s in outcome.streams for f in s.findings if f.fault == "format_change"]
+    assert len(found) == 1 and found[0].path == str(tmp_path / "b.txt")
+    assert found[0].detail["retyped"] == {"data.u": {"old": ["number"], "new": "string"}}

@@ -83,3 +83,19 @@ def test_an_empty_line_is_a_disconnect_and_the_book_is_unknown_until_the_next_sn
     after = iso_to_us(lines[resync + 100].split(b" ", 1)[0])
     assert rebuild_book([str(path)], "binance-futures", "BTCUSDT", between)["safe"] is False
     assert rebuild_book([str(path)], "binance-futures", "BTCUSDT", after)["safe"] is True
+
+
+def test_a_disconnect_opens_an_unsafe_interval_from_the_last_message_before_it(tmp_path: Path) -> None:
+    from shared.report import report_json
+
+    lines = _tardis_lines()
+    cut = len(lines) - 5000
+    path = tmp_path / "capture.json"
+    path.write_bytes(b"\n".join([*lines[:cut], b"", *lines[cut:]]) + b"\n")  # no resubscription
+    report = report_json(Engine(AuditConfig()).run([str(path)]))
+    book = next(s for s in report["streams"] if s["channel"] == "book")
+    interval = book["unsafe"][-1]
+    last_before = max(iso_to_us(line.split(b" ", 1)[0]) for line in lines[:cut] if b"@depth" in line[:80])
+    assert interval["cause"] == "disconnect" and interval["from_us"] == last_before
+    assert interval["to"] is None  # unsafe to the end: no snapshot came
+    assert book["unsafe_by_cause"]["disconnect"] == round((book["last_us"] - last_before) / 1e6, 6)

@@ -12,8 +12,9 @@ deep, lists of levels looked into through their first element) with their JSON t
   a string, an id as a string);
 
 is one format change, reported once: the field is then taken as optional, the type as
-known.  Numbers are one type (int and float), and null goes with anything (an absent value,
-not another format).  New fields are not a change: exchanges add fields all the time.
+known.  Numbers are one type (int and float), and null goes with anything (a field sent as
+null is there, without a value: not another format).  New fields are not a change:
+exchanges add fields all the time.
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ _NAMES: dict[type, str] = {
 Shape = tuple[tuple[str, str], ...]
 
 
-def _type(value: Any) -> str | None:
+NULL = "null"
+
+
+def _type(value: Any) -> str:
     if value is None:
-        return None
+        return NULL
     return _NAMES.get(type(value), type(value).__name__)
 
 
@@ -45,9 +49,7 @@ def _walk(prefix: str, value: Any, depth: int, out: list[tuple[str, str]], varia
     if isinstance(value, dict):
         for k, v in value.items():
             path = f"{prefix}.{k}" if prefix else str(k)
-            kind = _type(v)
-            if kind is not None:
-                out.append((path, kind))
+            out.append((path, _type(v)))
             if k in DISCRIMINATORS and isinstance(v, str):
                 variant.append(f"{path}={v}")
             if depth < 2 and isinstance(v, (dict, list)):
@@ -57,20 +59,19 @@ def _walk(prefix: str, value: Any, depth: int, out: list[tuple[str, str]], varia
         if isinstance(first, list):
             # a list of levels: the types of the first level's items
             for i, item in enumerate(first):
-                kind = _type(item)
-                if kind is not None:
-                    out.append((f"{prefix}[][{i}]", kind))
+                out.append((f"{prefix}[][{i}]", _type(item)))
         elif isinstance(first, dict) and depth < 2:
             _walk(f"{prefix}[]", first, depth + 1, out, variant)
         elif prefix == "":
-            # a message that is a list (Bitfinex, Kraken v1): its items by position
+            # A message that is a list (Bitfinex, Kraken v1): its items by position.  Its kind is
+            # its length, its channel id (a leading number) and its words ("book-10", "te").
+            variant.append(f"len={len(value)}")
             for i, item in enumerate(value):
-                kind = _type(item)
-                if kind is not None:
-                    out.append((f"[{i}]", kind))
+                out.append((f"[{i}]", _type(item)))
                 if isinstance(item, (dict, list)) and depth < 2:
                     _walk(f"[{i}]", item, depth + 1, out, variant)
-            variant.append(f"len={len(value)}")
+                elif isinstance(item, str) or (i == 0 and type(item) is int):
+                    variant.append(str(item)[:40])
 
 
 _CONTAINERS = (dict, list)
@@ -146,7 +147,11 @@ class ShapeWatch:
         change: dict[str, Any] | None = None
         if v.seen > WARM_UP:
             missing = sorted(v.always - fields.keys())
-            retyped = sorted(f for f, t in fields.items() if f in v.types and t not in v.types[f])
+            retyped = sorted(
+                f
+                for f, t in fields.items()
+                if t != NULL and v.types.get(f, {NULL}) - {NULL} and t not in v.types[f]
+            )
             if missing or retyped:
                 change = {
                     "variant": name,
