@@ -28,13 +28,13 @@ from shared.errors import (
     UsageError,
 )
 from shared.formats.timestamps import iso_to_us
+from shared.manifest import WORKERS_LOG, retape_version
 
 EXIT_OK = 0
 EXIT_BELOW_THRESHOLD = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3  # an input was found but not audited (or the command could not finish)
 EXIT_INTERRUPTED = 130
-WORKERS_LOG = "retape-workers.log"  # in --out, when a run with local workers went wrong
 MAX_AT_US = 253402300800 * 1_000_000  # 10000-01-01T00:00:00Z
 
 
@@ -97,18 +97,9 @@ def parse_time(text: str) -> int:
     return value
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("retape")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="retape", description="Rebuild and audit historical crypto-exchange market data.")
-    parser.add_argument("--version", action="version", version=f"retape {_version()}")
+    parser.add_argument("--version", action="version", version=f"retape {retape_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -374,9 +365,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return EXIT_INCOMPLETE
     if args.fail_under is not None:
         below = [s for s in report["streams"] if s["integrity_score"] < args.fail_under]
-        if below:
+        # Damage is never clean: a stream whose input was cut off or held unreadable lines fails
+        # the threshold whatever its score.
+        damaged = [s for s in report["streams"] if any((s.get("input_damage") or {}).values())]
+        if below or damaged:
             if not args.quiet:
-                print(f"{len(below)} stream(s) score below {args.fail_under:g}")
+                if below:
+                    print(f"{len(below)} stream(s) score below {args.fail_under:g}")
+                if damaged:
+                    print(f"{len(damaged)} stream(s) come from damaged inputs (cut off or unreadable lines)")
             return EXIT_BELOW_THRESHOLD
     return EXIT_OK
 

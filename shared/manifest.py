@@ -6,8 +6,10 @@ of audit records and the SHA-256 of the last one, and every output file of the d
 and size), listed after all of them are written.  With a signing key (:mod:`shared.signing`) it
 also names the key's fingerprint, and ``audit/MANIFEST.sig`` holds its signature.
 
-The output files are every regular file under the directory except the MANIFEST, its signature,
-the lock file, temporary files and the workers' log, which a run may write after the MANIFEST.
+The MANIFEST lists the files the audit wrote, and only them (the same inputs and options give the
+same MANIFEST whatever else the directory held).  ``retape verify`` reports any other regular
+file of the directory, except the MANIFEST, its signature, the lock file, temporary files and the
+workers' log, which a run may write after the MANIFEST.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def _input_size(path: str, sizes: Mapping[str, int]) -> int | None:
 
 def build(
     out_dir: str,
+    outputs: Iterable[str],
     inputs: Iterable[InputSummary],
     records: int,
     final_hash: str,
@@ -95,7 +98,7 @@ def build(
     key: Ed25519PrivateKey | None,
     input_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The MANIFEST of ``out_dir`` as it now stands (its files are hashed here)."""
+    """The MANIFEST of the ``outputs`` written into ``out_dir`` (they are hashed here)."""
     sizes = input_sizes or {}
     signing = None
     if key is not None:
@@ -111,7 +114,7 @@ def build(
         },
         "records": records,
         "final_hash": final_hash,
-        "files": {rel: file_digest(path) for rel, path in output_files(out_dir).items()},
+        "files": {_relative(out_dir, path): file_digest(path) for path in sorted(outputs)},
         "signing": signing,
     }
 

@@ -227,11 +227,16 @@ def write_outputs(
             fh.write(line + b"\n")
             prev = hashlib.sha256(line).hexdigest()
             count += 1
-    atomic_write(os.path.join(out_dir, METRICS_NAME), render(report, outcome.dead_letters).encode())
-    write_books(out_dir, outcome.books or BookRows())
-    write_html(report, outcome.streams, out_dir)
-    # Last: the MANIFEST covers every file written above (and any other file in out_dir).
-    listing = manifest.build(out_dir, outcome.inputs, count, prev, outcome.settings, key, input_sizes)
+    metrics_path = os.path.join(out_dir, METRICS_NAME)
+    atomic_write(metrics_path, render(report, outcome.dead_letters).encode())
+    books = write_books(out_dir, outcome.books or BookRows())
+    html = write_html(report, outcome.streams, out_dir)
+    # Last: the MANIFEST covers every file written above, and only them: the same inputs and
+    # options give the same MANIFEST whatever else the directory held.
+    written = [os.path.join(out_dir, REPORT_NAME), records_path, metrics_path, *books, html]
+    listing = manifest.build(
+        out_dir, written, outcome.inputs, count, prev, outcome.settings, key, input_sizes
+    )
     manifest.write(out_dir, listing, key)
     return report
 

@@ -231,7 +231,7 @@ def _files(out_dir: str, listed: dict[str, dict[str, Any]]) -> None:
                 raise Broken(f"{rel}: not a regular file (the MANIFEST lists a file)")
             raise Broken(f"{rel}: missing (the MANIFEST lists it)")
         if rel not in listed:
-            raise Broken(f"{rel}: not listed in the MANIFEST (added after the audit)")
+            raise Broken(f"{rel}: not listed in the MANIFEST (the audit did not write it)")
         _same(present[rel], listed[rel], rel)
 
 

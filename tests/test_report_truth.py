@@ -184,6 +184,8 @@ def test_a_cut_off_capture_is_never_clean(tmp_path: Path) -> None:
     assert "input damaged (1 unreadable lines, cut off)" in proc.stdout
     assert f"no market data recognised in {tmp_path / 'in' / 'notes.jsonl'}" in proc.stdout
     assert audit("--fail-under", "100").returncode == 1
+    failed = audit("--fail-under", "0")  # whatever the threshold, damage fails it
+    assert failed.returncode == 1 and "2 stream(s) come from damaged inputs" in failed.stdout
 
 
 def test_an_unknown_event_type_on_an_audited_channel_is_one_format_change(

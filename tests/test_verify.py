@@ -304,10 +304,23 @@ def test_one_changed_byte_of_any_output_file_names_the_file(copy: Path) -> None:
     assert check(copy)[0] == 0
 
 
+def test_the_manifest_lists_only_what_the_audit_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own notes, there before the audit")
+    proc = retape("audit", str(CF / "BINANCE.ws.1.0"), "--out", str(out), "--in-process", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    listed = orjson.loads((out / "audit" / "MANIFEST").read_bytes())["files"]
+    assert "notes.txt" not in listed and {"report.json", "report.html", "metrics.prom"} <= set(listed)
+    status, line = check(out)
+    assert status == 1 and line.endswith("notes.txt: not listed in the MANIFEST (the audit did not write it)")
+
+
 def test_an_extra_file_and_a_missing_file_are_named(copy: Path) -> None:
     (copy / "books" / "zzz.csv").write_text("exchange,symbol\n")
     status, line = check(copy)
-    assert status == 1 and line.endswith("books/zzz.csv: not listed in the MANIFEST (added after the audit)")
+    assert status == 1
+    assert line.endswith("books/zzz.csv: not listed in the MANIFEST (the audit did not write it)")
     (copy / "books" / "zzz.csv").unlink()
     book = sorted((copy / "books").glob("*.csv"))[-1]
     book.unlink()
@@ -344,7 +357,8 @@ def _forge(out: Path, keep_signing: bool = True) -> None:
     report = out / "report.json"
     report.write_bytes(report.read_bytes().replace(b'"integrity_score": ', b'"integrity_score": 1', 1))
     inputs = [InputSummary(p, e["sha256"]) for p, e in old["inputs"].items()]
-    new = manifest.build(str(out), inputs, len(forged), prev, old["settings"], None)
+    outputs = [str(out / rel) for rel in old["files"]]
+    new = manifest.build(str(out), outputs, inputs, len(forged), prev, old["settings"], None)
     if keep_signing:
         new["signing"] = old["signing"]
     else:
