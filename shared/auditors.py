@@ -56,6 +56,9 @@ class AuditConfig:
 
 
 BookSink = Callable[[StreamKey, int, int | None, Book], None]
+# Told after each book message is applied (in sequence order): the message, the book after it,
+# and whether the book can be trusted then (``BookAuditor.in_sync``).
+OnApplied = Callable[[BookMsg, Book, bool], None]
 
 
 @dataclass(slots=True)
@@ -223,9 +226,15 @@ class BookAuditor(_Auditor):
     """Rebuilds one book and checks continuity, values, checksums, crossing and snapshots."""
 
     def __init__(
-        self, key: StreamKey, rules: VenueRules, cfg: AuditConfig, sink: BookSink | None = None
+        self,
+        key: StreamKey,
+        rules: VenueRules,
+        cfg: AuditConfig,
+        sink: BookSink | None = None,
+        on_applied: OnApplied | None = None,
     ) -> None:
         super().__init__(key, rules, cfg)
+        self.on_applied = on_applied
         self.book = Book()
         self.rule = rules.book_rule
         self.seq: Sequencer | None = (
@@ -267,6 +276,14 @@ class BookAuditor(_Auditor):
         """The book can be trusted: live, no fault since its snapshot, and bridged."""
         seq = self.seq
         return self.state == LIVE and self.safe and not (seq is not None and seq.bridge)
+
+    @property
+    def holding(self) -> bool:
+        """Messages fed and not applied yet may still be applied (or, kept to be applied again
+        on a REST snapshot, applied again): held back by the reorder window, kept until a
+        snapshot to bridge onto (``early``), or applied while unsafe (``unsafe_applied``)."""
+        seq = self.seq
+        return bool((seq is not None and seq.pending) or self.early or self.unsafe_applied)
 
     def _find(self, fault: str, path: str, line: int, local_us: int | None, **detail: Any) -> None:
         if not self.quiet:
@@ -592,6 +609,9 @@ class BookAuditor(_Auditor):
                     sink(self.key, local, m.exch_us, book)
                 else:
                     self._note("book_rows_withheld_unsafe")
+        on_applied = self.on_applied
+        if on_applied is not None:
+            on_applied(m, book, self.in_sync)
 
 
 class TradeAuditor(_Auditor):

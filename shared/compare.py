@@ -1,8 +1,9 @@
 """Comparing two recordings of the same streams (``retape compare A B``).
 
-Each side is read the way the audit reads it (formats by content, capture groups merged by
-receive time, venue sessions opened as :mod:`shared.engine` opens them) and every market-data
-message is kept per stream (exchange x symbol x channel) with its identity:
+Each side is read by the audit's own :class:`~shared.engine.Engine` (formats by content, capture
+groups merged by receive time, venue sessions, lines that cannot be read and cut-off ends counted
+as malformed), which tells the comparison of every market-data message it feeds and every book
+message it applies; each message is kept per stream (exchange x symbol x channel) with its identity:
 
 - by id where the venue numbers its messages: book messages by their sequence ids (Binance
   ``U``/``u``, OKX ``seqId``, Deribit ``change_id``, Bybit ``u``, Kraken Futures ``seq``,
@@ -13,9 +14,11 @@ message is kept per stream (exchange x symbol x channel) with its identity:
 
 Per stream the comparison gives the messages only in A, only in B and in both (a second copy of
 an id on one side is one of its ``duplicates``); for venues with a continuity rule, each side's
-breaks of it and whether the other side holds the missing messages; the receive-time difference
-(B minus A) of matched messages; and, for books, the top ``depth`` levels of each side's book
-(rebuilt by the audit's :class:`~shared.auditors.BookAuditor`) after every matched message.
+breaks of it (a message's ids as the audit applied it: Bitfinex links messages once the
+connection's sequence proves them) and whether the other side holds the missing messages; the
+receive-time difference (B minus A) of matched messages; and, for books, the top ``depth`` levels
+of each side's book (rebuilt by the audit's :class:`~shared.auditors.BookAuditor`) after every
+matched message.
 
 Receive times are each recorder's own clock: the differences include whatever offset lies
 between the two clocks.
@@ -24,10 +27,9 @@ between the two clocks.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import os
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, NamedTuple
@@ -36,21 +38,17 @@ import orjson
 
 from shared.auditors import AuditConfig, BookAuditor
 from shared.book import Book
-from shared.exchanges import rules_for, venue_for_file, venue_for_message, venue_for_url
-from shared.exchanges.base import Session, Venue
-from shared.formats.readers import READERS
+from shared.engine import Engine, stream_order
+from shared.exchanges import rules_for
 from shared.formats.timestamps import us_to_iso
-from shared.model import BookMsg, Channel, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
+from shared.model import BookMsg, Channel, FundingMsg, StreamKey, TradeMsg
 from shared.numbers import as_text, exact_decimal
-from shared.planning import plan
 from shared.sequencing import Increasing, Rule
 
 CLOCK_NOTE = (
     "receive times are each recorder's own clock: B minus A includes any offset between the two clocks"
 )
 GAP_LIST_LIMIT = 20  # gaps listed per side and stream (the counts cover them all)
-_PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
-_CHANNEL_ORDER = {Channel.BOOK.value: 0, Channel.TRADES.value: 1, Channel.FUNDING.value: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,26 +189,16 @@ def book_digest(book: Book, depth: int) -> bytes:
     return _digest([[[canon(p), canon(q)] for p, q in side] for side in (top.bids, top.asks)])
 
 
-# -- rebuilding a book while noting its state after each message ---------------------------
+# -- reading one side ----------------------------------------------------------------------
 
-Applied = Callable[[BookMsg, Book, bool], None]
-
-
-class _Rebuild(BookAuditor):
-    """The audit's book auditor, telling ``applied`` the book after each message it applies
-    (in sequence order, so after reordering is repaired) and whether it can be trusted."""
-
-    def __init__(self, key: StreamKey, cfg: AuditConfig, applied: Applied) -> None:
-        super().__init__(key, rules_for(key.exchange), cfg)
-        self.applied = applied
-
-    def _after(self, m: BookMsg, *args: Any, **kwargs: Any) -> None:
-        super()._after(m, *args, **kwargs)
-        self.applied(m, self.book, self.in_sync)
+# Book messages whose index is kept until the rebuild applies them: past this many, the map is
+# emptied when the rebuild holds none back.
+HELD_LIMIT = 4096
 
 
 class _Stream:
-    """One stream of one side: its messages in arrival order and its rebuilt book."""
+    """One stream of one side: its messages in arrival order and, for books, the audit's
+    rebuilt book after each of them."""
 
     def __init__(self, key: StreamKey, cfg: CompareConfig, capture: set[int] | None = None) -> None:
         self.key = key
@@ -218,17 +206,14 @@ class _Stream:
         self.rule = rules_for(key.exchange).book_rule
         self.recs: list[_Rec] = []
         self.count = 0
-        # Messages fed to the book and not yet applied, by object id (the rebuild holds them).
+        # Book messages fed to the rebuild and maybe not applied yet: object id -> index.
         self.held: dict[int, int] = {}
         # Second reading: the full top levels after the messages at these indexes.
         self.capture = capture
         self.captured: dict[int, Top] = {}
-        self.auditor: _Rebuild | None = None
-        if key.channel == Channel.BOOK.value:
-            audit_cfg = AuditConfig(reorder_window=cfg.reorder_window)
-            self.auditor = _Rebuild(key, audit_cfg, self._applied)
 
-    def add(self, ev: BookMsg | TradeMsg | FundingMsg) -> None:
+    def add(self, ev: BookMsg | TradeMsg | FundingMsg, auditor: BookAuditor | None) -> None:
+        """``ev`` arrived; ``auditor`` is the stream's rebuild it is about to be fed to."""
         index = self.count
         self.count += 1
         if self.capture is None:
@@ -238,14 +223,13 @@ class _Stream:
                 self.recs.append(trade_record(ev))
             else:
                 self.recs.append(funding_record(ev))
-        auditor = self.auditor
-        if auditor is not None and isinstance(ev, BookMsg):
+        if isinstance(ev, BookMsg):
+            if len(self.held) > HELD_LIMIT and (auditor is None or not auditor.holding):
+                self.held.clear()  # none of them can be applied any more
             self.held[id(ev)] = index
-            auditor.feed(ev)
-            if len(self.held) > 4096 and not _holds(auditor):
-                self.held.clear()
 
-    def _applied(self, m: BookMsg, book: Book, safe: bool) -> None:
+    def applied(self, m: BookMsg, book: Book, safe: bool) -> None:
+        """The rebuild applied ``m`` (in sequence order): ``book`` is the book after it."""
         index = self.held.get(id(m))
         if index is None:
             return
@@ -253,30 +237,13 @@ class _Stream:
             rec = self.recs[index]
             rec.book = book_digest(book, self.depth)
             rec.safe = safe
+            link = rec.link
+            if link is not None and link.prev_id is None and isinstance(m.prev_id, int):
+                # Linked after it arrived (Bitfinex proves a link when a late seq closes the
+                # hole before it): its link is the one it was applied with.
+                rec.link = link._replace(prev_id=m.prev_id)
         elif index in self.capture:
             self.captured[index] = top_levels(book, self.depth, safe)
-
-
-def _holds(auditor: BookAuditor) -> bool:
-    """Whether the rebuild still holds messages it may apply later (reordering, bridging)."""
-    seq = auditor.seq
-    return bool(
-        (seq is not None and seq.pending)
-        or getattr(auditor, "early", None)
-        or getattr(auditor, "unsafe_applied", None)
-    )
-
-
-# -- reading one side ----------------------------------------------------------------------
-
-
-class _FileContext:
-    __slots__ = ("keys", "session", "venue")
-
-    def __init__(self) -> None:
-        self.venue: Venue | None = None
-        self.session: Session | None = None
-        self.keys: set[StreamKey] = set()
 
 
 @dataclass(slots=True)
@@ -298,7 +265,7 @@ class SideInputs:
 
 
 class _Side:
-    """Reads one side's captures as the audit does, keeping every message per stream."""
+    """Reads one side's captures with the audit's engine, keeping every message per stream."""
 
     def __init__(
         self,
@@ -309,115 +276,31 @@ class _Side:
         self.cfg = cfg
         self.capture = capture
         self.streams: dict[StreamKey, _Stream] = {}
-        self.inputs = SideInputs([_shown(p) for p in paths])
-        job = plan(paths)
-        self.inputs.not_read = [
-            {"path": i.path, "error": i.error or "not read"} for i in job.inputs if not i.audited
-        ]
-        self.inputs.files = sum(1 for i in job.inputs if job.formats.get(i.path) not in (None, "empty"))
-        for segment in job.segments:
-            for group in segment:
-                self._group(group, job.formats)
-
-    def _group(self, group: list[str], formats: dict[str, str | None]) -> None:
-        contexts = {f: _FileContext() for f in group}
-        streams: list[Iterator[RawRecord]] = []
-        for f in group:
-            reader = READERS.get(formats.get(f) or "")
-            if reader is not None:
-                streams.append(reader(f))
-        records: Iterable[RawRecord] = (
-            streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_merge_key)
+        self.engine = Engine(
+            AuditConfig(reorder_window=cfg.reorder_window),
+            # The second reading looks at some streams only.
+            select=None if capture is None else capture.__contains__,
+            on_event=self._event,
+            on_applied=self._applied,
         )
-        try:
-            for rec in records:
-                self._record(rec, contexts[rec.path])
-        except OSError as exc:
-            for f in group:
-                self.inputs.not_read.append({"path": f, "error": f"read failed: {exc.strerror or exc}"})
-        # The recording ends with this group: a stream may go on in another input.
-        for key in sorted({k for ctx in contexts.values() for k in ctx.keys}):
-            auditor = self.streams[key].auditor
-            if auditor is not None:
-                auditor.seam()
+        inputs = self.engine.run(paths).inputs
+        self.inputs = SideInputs(
+            [_shown(p) for p in paths],
+            files=sum(1 for i in inputs if i.format not in (None, "empty")),
+            malformed=sum(i.malformed for i in inputs),
+            not_read=[{"path": i.path, "error": i.error or "not read"} for i in inputs if not i.audited],
+        )
 
-    def _record(self, rec: RawRecord, ctx: _FileContext) -> None:
-        kind = rec.kind
-        if kind == "json":
-            try:
-                obj = orjson.loads(rec.raw)
-            except orjson.JSONDecodeError:
-                self.inputs.malformed += 1
-                return
-            session = ctx.session if ctx.session is not None else _open_session(ctx, rec, obj)
-            if session is None:
-                return
-            try:
-                events = session.parse(rec, obj)
-            except _PARSE_ERRORS:
-                self.inputs.malformed += 1
-                return
-            for ev in events:
-                self._event(ev, ctx)
-        elif kind == "row":
-            self._event(rec.obj, ctx)
-        elif kind == "malformed":
-            self.inputs.malformed += 1
-        elif kind == "disconnect":
-            self._disconnect(ctx, rec.path, rec.line, rec.local_us)
-            if rec.url and ctx.venue is not None:
-                ctx.session = ctx.venue.session(rec.url)
-        elif kind == "connect" and rec.url:
-            found = venue_for_url(rec.url)
-            if found is not None:
-                ctx.venue = found
-                ctx.session = found.session(rec.url)
-
-    def _event(self, ev: Any, ctx: _FileContext) -> None:
-        if isinstance(ev, Disconnect):
-            self._disconnect(ctx, ev.path, ev.line, ev.local_us)
-            return
-        if not isinstance(ev, (BookMsg, TradeMsg, FundingMsg)):
-            return
+    def _event(self, ev: BookMsg | TradeMsg | FundingMsg, path: str) -> None:
         key = ev.key
         stream = self.streams.get(key)
         if stream is None:
-            capture = None
-            if self.capture is not None:
-                capture = self.capture.get(key)
-                if capture is None:
-                    return  # the second reading looks at some streams only
+            capture = None if self.capture is None else self.capture[key]
             stream = self.streams[key] = _Stream(key, self.cfg, capture)
-        ctx.keys.add(key)
-        stream.add(ev)
+        stream.add(ev, self.engine.books.get(key))
 
-    def _disconnect(self, ctx: _FileContext, path: str, line: int, local_us: int | None) -> None:
-        """The recorder lost the connection: every book the file fed is unknown until its next
-        snapshot (the messages missing are found by id where there are ids)."""
-        for key in sorted(ctx.keys):
-            auditor = self.streams[key].auditor
-            if auditor is not None:
-                auditor.disconnect(path, line, local_us)
-
-
-def _open_session(ctx: _FileContext, rec: RawRecord, obj: Any) -> Session | None:
-    """The venue of a capture, found as the audit finds it: URL, file name, then message."""
-    venue = ctx.venue
-    if venue is None and rec.url:
-        venue = venue_for_url(rec.url)
-    if venue is None:
-        venue = venue_for_file(os.path.basename(rec.path))
-    if venue is None:
-        venue = venue_for_message(obj)
-    if venue is None:
-        return None
-    ctx.venue = venue
-    ctx.session = venue.session(rec.url)
-    return ctx.session
-
-
-def _merge_key(rec: RawRecord) -> int:
-    return rec.local_us if rec.local_us is not None else 0
+    def _applied(self, m: BookMsg, book: Book, safe: bool) -> None:
+        self.streams[m.key].applied(m, book, safe)
 
 
 def _shown(path: str) -> str:
@@ -670,14 +553,10 @@ class StreamComparison:
 # -- both sides ----------------------------------------------------------------------------
 
 
-def _stream_sort(key: StreamKey) -> tuple[str, str, int]:
-    return key.exchange, key.symbol, _CHANNEL_ORDER.get(key.channel, 9)
-
-
 def _listed(streams: dict[StreamKey, _Stream], keys: Iterable[StreamKey]) -> list[dict[str, Any]]:
     return [
         {"exchange": k.exchange, "symbol": k.symbol, "channel": k.channel, "messages": len(streams[k].recs)}
-        for k in sorted(keys, key=_stream_sort)
+        for k in sorted(keys, key=stream_order)
     ]
 
 
@@ -691,7 +570,7 @@ def compare(
     """
     cfg = cfg or CompareConfig()
     side_a, side_b = _Side(a_paths, cfg), _Side(b_paths, cfg)
-    common = sorted(set(side_a.streams) & set(side_b.streams), key=_stream_sort)
+    common = sorted(set(side_a.streams) & set(side_b.streams), key=stream_order)
     comparisons = [StreamComparison(k, side_a.streams[k], side_b.streams[k], cfg) for k in common]
     results = [c.result() for c in comparisons]
     wanted = [c for c in comparisons if c.disagreements]

@@ -17,7 +17,15 @@ from typing import Any
 
 import orjson
 
-from shared.auditors import AuditConfig, BookAuditor, BookSink, FundingAuditor, StreamResult, TradeAuditor
+from shared.auditors import (
+    AuditConfig,
+    BookAuditor,
+    BookSink,
+    FundingAuditor,
+    OnApplied,
+    StreamResult,
+    TradeAuditor,
+)
 from shared.book import Book
 from shared.checks.shapes import ShapeWatch
 from shared.errors import RetapeError
@@ -29,6 +37,10 @@ from shared.planning import GroupHead, InputSummary, Plan, plan
 from shared.snapshots import BookRows
 
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
+
+# Told of every book, trade or funding message the engine feeds to its auditors (those ``select``
+# lets through), in arrival order, before it is fed: the message and the path of its file.
+OnEvent = Callable[[BookMsg | TradeMsg | FundingMsg, str], None]
 
 # Why lines are ignored (``InputSummary.ignored_why``), besides "<kind> messages (not audited)".
 AFTER_AT = "after --at"
@@ -213,6 +225,8 @@ class Engine:
         select: Callable[[StreamKey], bool] | None = None,
         until_us: int | None = None,
         head: HeadLimit | None = None,
+        on_event: OnEvent | None = None,
+        on_applied: OnApplied | None = None,
     ) -> None:
         self.cfg = cfg
         # Rebuilt books every ``book_interval_us``: to the given sink, else kept as rows.
@@ -221,6 +235,9 @@ class Engine:
             book_sink = self.book_rows = BookRows(cfg.book_depth)
         self.book_sink = book_sink if cfg.book_interval_us > 0 else None
         self.select = select
+        # Observers (``retape compare``): every message fed, and every book message applied.
+        self.on_event = on_event
+        self.on_applied = on_applied
         self.until_us = until_us
         # Probing (see probe_group): read only the head of each file, note the earliest time.
         self.head = head
@@ -438,11 +455,16 @@ class Engine:
         select = self.select
         if select is not None and not select(key):
             return
+        on_event = self.on_event
+        if on_event is not None:
+            on_event(ev, ctx.summary.path)
         ctx.stream_keys.add(key)
         if isinstance(ev, BookMsg):
             book = self.books.get(key)
             if book is None:
-                book = self.books[key] = BookAuditor(key, rules_for(key.exchange), self.cfg, self.book_sink)
+                book = self.books[key] = BookAuditor(
+                    key, rules_for(key.exchange), self.cfg, self.book_sink, self.on_applied
+                )
             book.feed(ev)
         elif isinstance(ev, TradeMsg):
             trades = self.trades.get(key)
@@ -483,6 +505,11 @@ class Engine:
 _CHANNEL_ORDER = {Channel.BOOK.value: 0, Channel.TRADES.value: 1, Channel.FUNDING.value: 2}
 
 
+def stream_order(key: StreamKey) -> tuple[str, str, int]:
+    """Where a stream comes in the report: by exchange, symbol, then book, trades, funding."""
+    return key.exchange, key.symbol, _CHANNEL_ORDER.get(key.channel, 9)
+
+
 def merge_parts(parts: Iterable[StreamResult]) -> list[StreamResult]:
     """One result per stream, parts merged in the order given; sorted for the report."""
     merged: dict[StreamKey, StreamResult] = {}
@@ -492,9 +519,7 @@ def merge_parts(parts: Iterable[StreamResult]) -> list[StreamResult]:
             merged[part.key] = part
         else:
             have.merge(part)
-    return sorted(
-        merged.values(), key=lambda r: (r.key.exchange, r.key.symbol, _CHANNEL_ORDER.get(r.key.channel, 9))
-    )
+    return sorted(merged.values(), key=lambda r: stream_order(r.key))
 
 
 def _merge_key(rec: RawRecord) -> int:
