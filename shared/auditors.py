@@ -56,8 +56,8 @@ class AuditConfig:
 
 
 BookSink = Callable[[StreamKey, int, int | None, Book], None]
-# Told after each book message is applied (in sequence order): the message, the book after it,
-# and whether the book can be trusted then (``BookAuditor.in_sync``).
+# Told after each book message is applied (in sequence order; again when a REST snapshot replays
+# those applied while unsafe): the message, the book after it, and ``BookAuditor.in_sync`` then.
 OnApplied = Callable[[BookMsg, Book, bool], None]
 
 
@@ -279,9 +279,10 @@ class BookAuditor(_Auditor):
 
     @property
     def holding(self) -> bool:
-        """Messages fed and not applied yet may still be applied (or, kept to be applied again
-        on a REST snapshot, applied again): held back by the reorder window, kept until a
-        snapshot to bridge onto (``early``), or applied while unsafe (``unsafe_applied``)."""
+        """Some message fed may still be applied later, or again: held back by the reorder
+        window, waiting for a snapshot to bridge onto (``early``), or applied while the book was
+        unsafe and kept for a REST snapshot (``unsafe_applied``).  When False, an observer of
+        ``on_applied`` can forget every message fed so far."""
         seq = self.seq
         return bool((seq is not None and seq.pending) or self.early or self.unsafe_applied)
 

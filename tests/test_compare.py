@@ -21,7 +21,11 @@ import pytest
 from sortedcontainers import SortedDict
 
 from producers.cli import main
+from shared.auditors import AuditConfig
+from shared.book import Book
 from shared.compare import CompareConfig, compare
+from shared.engine import Engine
+from shared.model import BookMsg, StreamKey
 from tests.reference import venue_books
 
 DATA = Path(__file__).parent / "data"
@@ -576,3 +580,76 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], capsys: pytest.Captu
     assert captured.out == ""
     assert captured.err.startswith("retape: error: ") and captured.err.count("\n") == 1
     assert "Traceback" not in captured.err
+
+
+# -- read as the audit reads: cut-off files, links proven late, the engine's hooks -------------
+
+BITFINEX = DATA / "cryptofeed" / "BITFINEX.ws.11.0"
+
+
+def test_a_cut_off_gzip_counts_its_malformed_line(tmp_path: Path) -> None:
+    """B's gzip ends two thirds in: its cut-off end is a malformed line, as the audit counts it."""
+    data = gzip.compress(BITFINEX.read_bytes())
+    for side, cut in (("a", len(data)), ("b", len(data) * 2 // 3)):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / f"{BITFINEX.name}.gz").write_bytes(data[:cut])
+    report = compare([str(tmp_path / "a")], [str(tmp_path / "b")])
+    assert report["a"]["malformed"] == 0
+    assert report["b"]["malformed"] == 1
+    assert report["b"]["files"] == 1 and report["b"]["not_read"] == []
+    audit = Engine(AuditConfig()).run([str(tmp_path / "b")])
+    assert [(i.malformed, i.cut_off) for i in audit.inputs] == [(1, True)]
+    # B holds the head of A's messages: some only in A, none only in B.
+    assert sum(s["messages"]["only_a"] for s in report["streams"]) > 0
+    assert all(s["messages"]["only_b"] == 0 for s in report["streams"])
+
+
+def test_bitfinex_messages_of_two_channels_swapped_are_no_gap(tmp_path: Path) -> None:
+    """Lines 909 and 910 swapped in B: seq 864 (MNABTC book) arrives before 863 (TESTBTC book).
+    864 goes out unproven, 863 proves its link late: every stream is still in order, no gap."""
+    lines = BITFINEX.read_bytes().split(b"\n")
+    first, second = lines[908], lines[909]
+    assert first.endswith(b"[232957,[60422,1,-0.6880584],863]")  # TESTBTC:TESTUSD book
+    assert second.endswith(b"[232956,[0.00002531,0,-1],864]")  # MNABTC book
+    lines[908], lines[909] = second, first
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+    shutil.copy(BITFINEX, tmp_path / "a" / BITFINEX.name)
+    (tmp_path / "b" / BITFINEX.name).write_bytes(b"\n".join(lines))
+
+    audit = Engine(AuditConfig()).run([str(tmp_path / "b")])
+    assert all(not any(s.faults.values()) for s in audit.streams)
+    report = compare([str(tmp_path / "a")], [str(tmp_path / "b")])
+    assert report["streams"]
+    for s in report["streams"]:
+        m = s["messages"]
+        assert m["a"] == m["b"] == m["both"] and m["only_a"] == m["only_b"] == 0
+        if s["gaps"] is not None:
+            assert s["gaps"]["a"]["count"] == s["gaps"]["b"]["count"] == 0, s["symbol"]
+        if s["book"] is not None:
+            assert s["book"]["disagree"] == 0
+    mnabtc = _stream(report, "bitfinex", "MNABTC", "book")
+    assert mnabtc["matched_by"] == "id" and mnabtc["gaps"] is not None
+
+
+def test_the_engine_hooks_see_every_message_and_change_nothing() -> None:
+    """``on_event`` sees each message the auditors are fed, ``on_applied`` each book message
+    applied; the audit with them is the audit without them."""
+    seen: dict[StreamKey, int] = {}
+    applied: dict[StreamKey, int] = {}
+    paths = [str(BITFINEX), str(KRAKEN_BOOKS)]
+
+    def on_event(ev: Any, path: str) -> None:
+        assert path == ev.path
+        seen[ev.key] = seen.get(ev.key, 0) + 1
+
+    def on_applied(m: BookMsg, book: Book, in_sync: bool) -> None:
+        applied[m.key] = applied.get(m.key, 0) + 1
+
+    hooked = Engine(AuditConfig(), on_event=on_event, on_applied=on_applied).run(paths)
+    plain = Engine(AuditConfig()).run(paths)
+    assert [s.as_json() for s in hooked.streams] == [s.as_json() for s in plain.streams]
+    assert seen == {s.key: s.messages for s in plain.streams}
+    books = {s.key for s in plain.streams if s.key.channel == "book"}
+    assert set(applied) == books
+    assert all(0 < applied[k] <= seen[k] for k in books)
