@@ -6,7 +6,9 @@ times so the pu chain runs unbroken), parse every line, check continuity, mainta
 book, check values and crossing after every message and keep latency/drift statistics.
 The baseline keeps each side in a ``SortedDict`` keyed by float price; retape uses
 :mod:`shared.book`.  Printed: level updates per second for each and their ratio.  Then
-the memory check: peak RSS of an audit of the capture and of one ten times longer.
+the memory check: peak RSS of a whole ``retape audit --in-process`` (report and records
+written) of the capture, of one ten times longer, and of one as long where every message is
+sent ten times (nine duplicate findings each: findings go to disk, memory stays flat).
 """
 
 from __future__ import annotations
@@ -148,16 +150,25 @@ def timed_pair(path: Path, repeat: int) -> tuple[float, float]:
 
 
 def peak_rss_mb(path: Path) -> float:
+    """Peak memory of ``retape audit --in-process`` of ``path``, reports written."""
+    out_dir = OUT / f"audit_{path.name.split('.')[0]}"
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-        "from shared.engine import Engine; from shared.auditors import AuditConfig\n"
-        f"Engine(AuditConfig()).run([{str(path)!r}])\n"
+        "from producers.cli import main\n"
+        f"rc = main(['audit', {str(path)!r}, '--in-process', '--quiet', '--out', {str(out_dir)!r}])\n"
         # VmHWM: the peak of this process's own memory (ru_maxrss can carry the parent's
         # peak across fork and exec).
         "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return int(out.stdout.strip()) / 1024
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def repeat_lines(src: Path, dest: Path, times: int) -> None:
+    """Every line of ``src`` sent ``times`` times in a row (each repeat a duplicate)."""
+    with gzip.open(src, "rb") as fh, gzip.open(dest, "wb", compresslevel=1) as out:
+        for line in fh:
+            out.write(line * times)
 
 
 def main() -> None:
@@ -184,13 +195,21 @@ def main() -> None:
     if not args.skip_memory:
         small = OUT / "usdm_depth_x1.gz"
         large = OUT / "usdm_depth_x10.gz"
+        repeated = OUT / "usdm_depth_x1_each10.gz"
         build_capture(1, small)
         build_capture(10, large)
+        repeat_lines(small, repeated, 10)
         rss_small = peak_rss_mb(small)
         rss_large = peak_rss_mb(large)
+        rss_repeated = peak_rss_mb(repeated)
         print(
             f"memory: peak RSS {rss_small:.0f} MB (x1) vs {rss_large:.0f} MB (x10): "
             f"ratio {rss_large / rss_small:.2f} (target <= ~2)"
+        )
+        print(
+            f"memory: peak RSS {rss_repeated:.0f} MB (x1, every message ten times: "
+            f"nine duplicate findings each) vs {rss_large:.0f} MB (x10 clean): "
+            f"ratio {rss_repeated / rss_large:.2f} (target <= ~1.5)"
         )
 
 

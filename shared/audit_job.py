@@ -11,8 +11,6 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-import orjson
-
 from shared.auditors import AuditConfig
 from shared.engine import SegmentResult, audit_segment, combine
 from shared.formats.lines import GZIP_MAGIC, reading_from
@@ -76,7 +74,7 @@ class AuditKind:
         job, cfg = decode(plan)
         with reading_from(ctx.blocks):
             result = audit_segment(job, segment, cfg)
-        return Step(orjson.dumps(result.as_json()), messages=result.messages)
+        return Step(result.encode(), messages=result.messages)
 
     def continue_segment(
         self, plan: JobPlan, segment: int, stage: int, previous: bytes, answers: list[bytes]
@@ -88,14 +86,14 @@ class AuditKind:
 
     def failed_segment(self, plan: JobPlan, segment: int, reason: str) -> bytes:
         job, _ = decode(plan)
-        return orjson.dumps(SegmentResult.not_audited(job, segment, reason).as_json())
+        return SegmentResult.not_audited(job, segment, reason).encode()
 
     def failed_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, reason: str) -> bytes:
         raise NotImplementedError("an audit segment has no sub-tasks")
 
     def write_outputs(self, plan: JobPlan, results: list[bytes], out_dir: str) -> dict[str, Any]:
         job, cfg = decode(plan)
-        segments = [SegmentResult.from_json(orjson.loads(r)) for r in results]
+        segments = [SegmentResult.decode(r) for r in results]
         outcome = combine(job, segments)
         outcome.settings = asdict(cfg)
         return write_outputs(outcome, out_dir, input_sizes={f.path: f.size for f in plan.files})

@@ -7,8 +7,9 @@ audit a segment of a stream on its own and hand back a :class:`StreamResult`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from shared.book import Book, differences
@@ -28,6 +29,7 @@ from shared.model import (
 )
 from shared.numbers import INVALID, classify_qty, is_valid_price
 from shared.sequencing import Consecutive, Increasing, Sequencer, Step
+from shared.spool import Spool
 
 # Diffs kept while waiting for a snapshot to bridge onto.
 EARLY_LIMIT = 4096
@@ -68,8 +70,10 @@ class StreamResult:
     key: StreamKey
     messages: int = 0
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
-    gaps: list[Gap] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
+    # Gaps, findings and unsafe intervals are kept on disk past a few thousand (see
+    # shared.spool): memory stays flat however many an input holds.
+    gaps: Spool[Gap] = field(default_factory=lambda: gap_spool())
+    findings: Spool[Finding] = field(default_factory=lambda: finding_spool(None))
     latency: Latency = field(default_factory=Latency)
     # Messages read but not applied for a reason that is not a fault.
     notes: dict[str, int] = field(default_factory=dict)
@@ -77,7 +81,7 @@ class StreamResult:
     first_us: int | None = None
     last_us: int | None = None
     # Book streams: when, in receive time, the rebuilt book could not be trusted.
-    unsafe: list[Unsafe] = field(default_factory=list)
+    unsafe: Spool[Unsafe] = field(default_factory=lambda: unsafe_spool())
     # For the rates: messages whose clock offset was compared with a running median, and
     # those that departed from it by more than 100 ms; funding settlements (seen or skipped)
     # and those with a discontinuity.
@@ -90,6 +94,19 @@ class StreamResult:
     # Damage to the inputs that fed the stream: lines that could not be read, a cut-off end.
     damaged_lines: int = 0
     cut_off: bool = False
+
+    def __post_init__(self) -> None:
+        # Lists given (by a test, or by hand) become spools; the findings' spool needs the key.
+        if not self.findings:
+            self.findings = finding_spool(self.key, self.findings)
+        if not isinstance(self.gaps, Spool):
+            self.gaps = gap_spool(self.gaps)
+        if not isinstance(self.unsafe, Spool):
+            self.unsafe = unsafe_spool(self.unsafe)
+
+    def spools(self) -> tuple[Spool[Finding], Spool[Gap], Spool[Unsafe]]:
+        """What the result keeps on disk, in the order :meth:`as_json` counts it."""
+        return self.findings, self.gaps, self.unsafe
 
     @property
     def latency_ms(self) -> dict[str, float] | None:
@@ -133,13 +150,14 @@ class StreamResult:
             "key": list(self.key),
             "messages": self.messages,
             "faults": self.faults,
-            "gaps": [g.as_json() for g in self.gaps],
-            "findings": [f.as_json() for f in self.findings],
+            # The findings, gaps and unsafe intervals travel apart, as the lines of spools().
+            "findings": len(self.findings),
+            "gaps": len(self.gaps),
             "latency": self.latency.as_json(),
             "notes": self.notes,
             "first_us": self.first_us,
             "last_us": self.last_us,
-            "unsafe": [u.as_json() for u in self.unsafe],
+            "unsafe": len(self.unsafe),
             "drift_compared": self.drift_compared,
             "drift_over_100ms": self.drift_over_100ms,
             "settlements": self.settlements,
@@ -150,20 +168,25 @@ class StreamResult:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StreamResult:
-        """Read back :meth:`as_json` (fields an older version did not write take their default)."""
+    def from_json(cls, data: dict[str, Any], lines: Iterator[bytes]) -> StreamResult:
+        """Read back :meth:`as_json`, its spools from ``lines`` (the JSON lines they gave, in
+        the order of :meth:`spools`); fields an older version did not write take their default."""
         key = StreamKey(*data["key"])
+        findings, gaps, unsafe = finding_spool(key), gap_spool(), unsafe_spool()
+        for spool, what in ((findings, "findings"), (gaps, "gaps"), (unsafe, "unsafe")):
+            for line in islice(lines, int(data.get(what, 0))):
+                spool.add_line(line)
         return cls(
             key,
             data["messages"],
             {**dict.fromkeys(FAULT_KINDS, 0), **data["faults"]},
-            [Gap.from_json(g) for g in data["gaps"]],
-            [Finding.from_json(key, f) for f in data["findings"]],
+            gaps,
+            findings,
             Latency.from_json(data["latency"]),
             dict(data["notes"]),
             data.get("first_us"),
             data.get("last_us"),
-            [Unsafe.from_json(u) for u in data.get("unsafe", [])],
+            unsafe,
             int(data.get("drift_compared", 0)),
             int(data.get("drift_over_100ms", 0)),
             int(data.get("settlements", 0)),
@@ -172,6 +195,26 @@ class StreamResult:
             int(data.get("damaged_lines", 0)),
             bool(data.get("cut_off", False)),
         )
+
+
+def gap_spool(items: Iterable[Gap] = ()) -> Spool[Gap]:
+    return Spool(Gap.as_row, Gap.from_row, items)
+
+
+def unsafe_spool(items: Iterable[Unsafe] = ()) -> Spool[Unsafe]:
+    """Unsafe intervals, each added when it closes (or its part ends): a spool keeps what it
+    was given, and an open interval still changes."""
+    return Spool(Unsafe.as_json, Unsafe.from_json, items)
+
+
+def finding_spool(key: StreamKey | None, items: Iterable[Finding] = ()) -> Spool[Finding]:
+    """A spool of one stream's findings (its rows leave the stream out)."""
+
+    def decode(row: Any) -> Finding:
+        assert key is not None
+        return Finding.from_row(key, row)
+
+    return Spool(Finding.as_row, decode, items)
 
 
 class _Auditor:
@@ -304,9 +347,9 @@ class BookAuditor(_Auditor):
                 if since is not None and local_us is not None and since < local_us:
                     count = sum(1 for t in self.recent_us if t >= since)
                 self.open_unsafe = Unsafe(since, None, str(self.cause or NO_SNAPSHOT), count)
-                self.result.unsafe.append(self.open_unsafe)
         elif self.in_sync:
             open_.to_us = local_us
+            self.result.unsafe.append(open_)
             self.open_unsafe = None
         elif message:
             open_.messages += 1
@@ -439,6 +482,8 @@ class BookAuditor(_Auditor):
             # Unsafe to the end of this part: measured to its last message, even when the
             # stream goes on in another part (another recording) after it.
             self.open_unsafe.ends_us = self.last_seen_us
+            self.result.unsafe.append(self.open_unsafe)
+            self.open_unsafe = None
         return super().finish()
 
     def _drop_early(self) -> None:

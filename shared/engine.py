@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import heapq
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -35,6 +37,7 @@ from shared.formats.readers import READERS
 from shared.model import BookMsg, Channel, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
 from shared.planning import GroupHead, InputSummary, Plan, plan
 from shared.snapshots import BookRows
+from shared.spool import Spool
 
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
 
@@ -87,12 +90,24 @@ class Malformed:
     line: int
     reason: str
 
+    def as_row(self) -> list[Any]:
+        return [self.path, self.line, self.reason]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Malformed:
+        return cls(row[0], row[1], row[2])
+
+
+def malformed_spool(items: Iterable[Malformed] = ()) -> Spool[Malformed]:
+    """Lines that could not be read, in the order read, on disk past a few thousand."""
+    return Spool(Malformed.as_row, Malformed.from_row, items)
+
 
 @dataclass(slots=True)
 class AuditOutcome:
     inputs: list[InputSummary]
     streams: list[StreamResult]
-    malformed: list[Malformed] = field(default_factory=list)
+    malformed: Spool[Malformed] = field(default_factory=malformed_spool)
     dead_letters: int = 0  # tasks of a distributed job that ended in the dead-letter list
     books: BookRows | None = None  # rebuilt-book rows, when asked for
     settings: dict[str, Any] | None = None  # the AuditConfig, for the MANIFEST (set by whoever knows it)
@@ -105,7 +120,7 @@ class SegmentResult:
     index: int
     inputs: list[InputSummary]  # the segment's files, with their counts
     parts: list[StreamResult]
-    malformed: list[Malformed]
+    malformed: Spool[Malformed]
     books: BookRows | None = None
     dead_letter: str | None = None  # why the segment was never audited (its task was dead-lettered)
 
@@ -115,33 +130,74 @@ class SegmentResult:
         for i in inputs:
             i.error = f"not audited: {reason}"
             i.audited = False
-        return cls(index, inputs, [], [], dead_letter=reason)
+        return cls(index, inputs, [], malformed_spool(), dead_letter=reason)
 
     @property
     def messages(self) -> int:
         return sum(p.messages for p in self.parts)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
+    def encode(self) -> bytes:
+        """The result as bytes (what travels through the broker): a JSON header, a newline, then
+        the findings, gaps and unsafe intervals (part by part) and the malformed lines as JSON
+        lines, zlib-compressed, streamed from their spools so that memory holds only the
+        compressed bytes."""
+        header = {
             "index": self.index,
             "inputs": [i.as_json() for i in self.inputs],
             "parts": [p.as_json() for p in self.parts],
-            "malformed": [[m.path, m.line, m.reason] for m in self.malformed],
+            "malformed": len(self.malformed),
             "books": None if self.books is None else [self.books.depth, self.books.as_json()],
             "dead_letter": self.dead_letter,
         }
+        z = zlib.compressobj(1)
+        out = [orjson.dumps(header), b"\n"]
+        spools: list[Spool[Any]] = [*(s for p in self.parts for s in p.spools()), self.malformed]
+        for spool in spools:
+            for line in spool.lines():
+                chunk = z.compress(line)
+                if chunk:
+                    out.append(chunk)
+        out.append(z.flush())
+        return b"".join(out)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SegmentResult:
+    def decode(cls, raw: bytes) -> SegmentResult:
+        head, _, body = raw.partition(b"\n")
+        data = orjson.loads(head)
+        lines = _lines_of(body)
+        parts = [StreamResult.from_json(p, lines) for p in data["parts"]]
+        malformed = malformed_spool()
+        for line in islice(lines, data["malformed"]):
+            malformed.add_line(line)
         books = data.get("books")
         return cls(
             data["index"],
             [InputSummary.from_json(i) for i in data["inputs"]],
-            [StreamResult.from_json(p) for p in data["parts"]],
-            [Malformed(*m) for m in data["malformed"]],
+            parts,
+            malformed,
             None if books is None else BookRows.from_json(books[0], books[1]),
             data.get("dead_letter"),
         )
+
+
+def _lines_of(compressed: bytes, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The JSON lines of a zlib-compressed body, inflated at most ``chunk`` bytes at a time
+    (findings compress many times over: a megabyte of it can hold a hundred megabytes)."""
+    d = zlib.decompressobj()
+    rest = b""
+    pending = compressed
+    while True:
+        data = d.decompress(pending, chunk)
+        pending = d.unconsumed_tail
+        if not data and not pending:
+            break
+        *whole, rest = (rest + data).split(b"\n")
+        for line in whole:
+            yield line + b"\n"
+    tail = rest + d.flush()
+    for line in tail.split(b"\n"):
+        if line:
+            yield line + b"\n"
 
 
 def audit_segment(job: Plan, index: int, cfg: AuditConfig) -> SegmentResult:
@@ -159,7 +215,9 @@ def combine(job: Plan, results: Iterable[SegmentResult]) -> AuditOutcome:
     counted = {i.path: i for r in ordered for i in r.inputs}
     inputs = [counted.get(i.path, i) for i in job.inputs]
     parts = [p for r in ordered for p in r.parts]
-    malformed = [m for r in ordered for m in r.malformed]
+    malformed = malformed_spool()
+    for r in ordered:
+        malformed.extend(r.malformed)
     books: BookRows | None = None
     for r in ordered:
         if r.books is not None:
@@ -250,7 +308,7 @@ class Engine:
         self.trades: dict[StreamKey, TradeAuditor] = {}
         self.funding: dict[StreamKey, FundingAuditor] = {}
         self.inputs: list[InputSummary] = []
-        self.malformed: list[Malformed] = []
+        self.malformed = malformed_spool()
         # Results of the segments already read, in order, and the last book of each stream.
         self.parts: list[StreamResult] = []
         self.closed_books: dict[StreamKey, list[BookAuditor]] = {}

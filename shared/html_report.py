@@ -19,9 +19,11 @@ for everything; the findings are sorted here since their order may depend on the
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -30,8 +32,9 @@ from markupsafe import Markup
 
 from shared.auditors import StreamResult
 from shared.checks.timing import BUCKET_US
-from shared.model import FAULT_KINDS, Finding
+from shared.model import FAULT_KINDS, Finding, Gap
 from shared.outdir import atomic_write
+from shared.spool import safe_json
 
 HTML_NAME = "report.html"
 
@@ -66,7 +69,6 @@ LATENCY_BINS = 60  # about: the histogram between the 0.1% and 99.9% quantiles
 WORST = 10  # streams named above the fold
 
 _TEMPLATES = "templates"
-_INT64 = 2**63
 
 
 def write_html(report: Mapping[str, Any], streams: Sequence[StreamResult], out_dir: str) -> str:
@@ -140,22 +142,9 @@ def _script_text(js: str) -> str:
 
 def _json_for_html(obj: Any) -> Markup:
     """Sorted-key JSON that can sit inside a <script type="application/json"> element."""
-    text = orjson.dumps(_jsonable(obj), option=orjson.OPT_SORT_KEYS).decode("utf-8")
+    text = orjson.dumps(safe_json(obj), option=orjson.OPT_SORT_KEYS).decode("utf-8")
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Markup(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
-
-
-def _jsonable(obj: Any) -> Any:
-    """``obj`` with integers beyond 64 bits as text and anything orjson cannot write as text."""
-    if type(obj) is int:
-        return obj if -_INT64 <= obj < _INT64 else str(obj)
-    if obj is None or isinstance(obj, (str, bool, int, float)):
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return str(obj)
 
 
 def _int(value: Any) -> int | None:
@@ -171,10 +160,10 @@ def _stream_entry(index: int, row: Mapping[str, Any], result: StreamResult) -> d
     rates = row.get("rates") or {}
     latency = row.get("latency_ms") or None
     damage = row.get("input_damage") or {}
-    unrepaired = sum(1 for g in row.get("gaps", []) if not g.get("repaired"))
+    unrepaired = sum(1 for g in result.gaps if not g.repaired)
     unsafe_by_cause: dict[str, int] = {}
-    for u in row.get("unsafe", []):
-        unsafe_by_cause[u["cause"]] = unsafe_by_cause.get(u["cause"], 0) + 1
+    for u in result.unsafe:
+        unsafe_by_cause[u.cause] = unsafe_by_cause.get(u.cause, 0) + 1
     # The kinds found, in the order they matter (those that cost nothing last).
     main = sorted(
         ((k, n) for k, n in faults.items() if n),
@@ -191,9 +180,9 @@ def _stream_entry(index: int, row: Mapping[str, Any], result: StreamResult) -> d
         "faults": faults,
         "fault_total": sum(faults.values()),
         "main_faults": main[:3],
-        "gaps": len(row.get("gaps", [])),
+        "gaps": len(result.gaps),
         "unrepaired_gaps": unrepaired,
-        "unsafe_intervals": len(row.get("unsafe", [])),
+        "unsafe_intervals": len(result.unsafe),
         "unsafe_by_cause": dict(sorted(unsafe_by_cause.items())),
         "unsafe_seconds": row.get("unsafe_seconds"),
         "rates": {k: rates.get(k) for k in sorted(rates)},
@@ -214,27 +203,25 @@ def _chart_data(row: Mapping[str, Any], result: StreamResult) -> dict[str, Any]:
         "score": row["integrity_score"],
         "span": [first, last] if first is not None and last is not None else None,
         "unsafe": [
-            [_int(u.get("from_us")), _int(u.get("to_us")), u["cause"], u.get("messages", 0)]
-            for u in row.get("unsafe", [])[:INTERVALS_MAX]
+            [_int(u.from_us), _int(u.to_us), u.cause, u.messages]
+            for u in islice(result.unsafe, INTERVALS_MAX)
         ],
-        "unsafe_more": max(0, len(row.get("unsafe", [])) - INTERVALS_MAX),
-        "gaps": sorted((_gap_row(g) for g in row.get("gaps", [])), key=_timed_key)[:INTERVALS_MAX],
-        "gaps_more": max(0, len(row.get("gaps", [])) - INTERVALS_MAX),
+        "unsafe_more": max(0, len(result.unsafe) - INTERVALS_MAX),
+        # The first gaps in time (a bounded heap: a stream may have a million).
+        "gaps": heapq.nsmallest(INTERVALS_MAX, map(_gap_row, result.gaps), key=_timed_key),
+        "gaps_more": max(0, len(result.gaps) - INTERVALS_MAX),
         **_findings_data(result.findings, first, last),
         "latency": _latency_data(result, row.get("latency_ms")),
     }
 
 
-def _gap_row(gap: Mapping[str, Any]) -> list[Any]:
-    return [
-        _int(gap.get("local_us")),
-        *(gap.get(k) for k in ("after", "before", "missing", "repaired", "source")),
-    ]
+def _gap_row(gap: Gap) -> list[Any]:
+    return [_int(gap.local_us), gap.after, gap.before, gap.missing, gap.repaired, gap.source]
 
 
 def _timed_key(item: Sequence[Any]) -> tuple[Any, ...]:
     t = item[0]
-    return (t is None, t if t is not None else 0, orjson.dumps(_jsonable(list(item[1:]))))
+    return (t is None, t if t is not None else 0, orjson.dumps(safe_json(list(item[1:]))))
 
 
 def _findings_data(findings: Iterable[Finding], first: int | None, last: int | None) -> dict[str, Any]:
@@ -292,7 +279,7 @@ def _findings_data(findings: Iterable[Finding], first: int | None, last: int | N
 def _detail_text(detail: Mapping[str, Any] | None) -> str:
     if not detail:
         return ""
-    text = orjson.dumps(_jsonable(detail), option=orjson.OPT_SORT_KEYS).decode("utf-8")
+    text = orjson.dumps(safe_json(detail), option=orjson.OPT_SORT_KEYS).decode("utf-8")
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "\u2026"
 
 

@@ -165,18 +165,20 @@ class Finding:
     local_us: int | None
     detail: dict[str, Any] = field(default_factory=dict)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "fault": self.fault,
-            "path": self.path,
-            "line": self.line,
-            "local_us": self.local_us,
-            "detail": self.detail,
-        }
+    def as_row(self) -> list[Any]:
+        """The finding without its stream, as one JSON array (what a spool keeps)."""
+        return [str(self.fault), self.path, self.line, self.local_us, self.detail]
 
     @classmethod
-    def from_json(cls, key: StreamKey, data: dict[str, Any]) -> Finding:
-        return cls(key, data["fault"], data["path"], data["line"], data["local_us"], data["detail"])
+    def from_row(cls, key: StreamKey, row: list[Any]) -> Finding:
+        return cls(key, row[0], row[1], row[2], row[3], row[4])
+
+
+def _whole(value: Any) -> Any:
+    """An integer written as text (beyond what JSON holds) as an integer again."""
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return value
 
 
 @dataclass(slots=True)
@@ -229,3 +231,13 @@ class Gap:
             data["source"],
             data.get("local_us"),
         )
+
+    def as_row(self) -> list[Any]:
+        """The gap as one JSON array (what a spool keeps)."""
+        return [self.after, self.before, self.missing, self.repaired, self.source, self.local_us]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Gap:
+        # Ids beyond 64 bits come back from JSON as text: numbers again.
+        after, before, missing = (_whole(v) for v in row[:3])
+        return cls(after, before, missing, bool(row[3]), row[4], row[5])

@@ -10,21 +10,20 @@ import csv
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
-
-import orjson
+from typing import IO, Any
 
 from shared import manifest
 from shared.auditors import StreamResult
 from shared.engine import AuditOutcome
 from shared.formats.timestamps import us_to_iso
 from shared.html_report import write_html
+from shared.jsonout import Items, write_json
 from shared.manifest import AUDIT_DIR as AUDIT_DIR
 from shared.manifest import GENESIS as GENESIS
 from shared.manifest import MANIFEST_NAME as MANIFEST_NAME
 from shared.manifest import RECORDS_NAME as RECORDS_NAME
 from shared.metrics import METRICS_NAME, render
-from shared.model import FAULT_KINDS, Channel, Fault
+from shared.model import FAULT_KINDS, Channel, Fault, Gap, Unsafe
 from shared.outdir import atomic_file, atomic_write
 from shared.signing import signing_key
 from shared.snapshots import BookRows, header
@@ -72,25 +71,30 @@ def _share(part: float, whole: float) -> float | None:
     return round(part / whole, 6) if whole > 0 else None
 
 
-def unsafe_json(result: StreamResult) -> tuple[list[dict[str, Any]], float | None, dict[str, float]]:
-    """The stream's unsafe intervals as the contract shows them, their total in seconds and
-    that total by cause.  An interval open at the end lasts until the last message of its part
-    of the stream; a stream without receive times has no total (None)."""
-    out = []
+def unsafe_row(u: Unsafe) -> dict[str, Any]:
+    """An unsafe interval as the contract shows it."""
+    return {
+        "from": iso(u.from_us),
+        "to": iso(u.to_us),
+        "from_us": u.from_us,
+        "to_us": u.to_us,
+        "cause": u.cause,
+        "messages": u.messages,
+    }
+
+
+def gap_row(g: Gap) -> dict[str, Any]:
+    return {**g.as_json(), "time": iso(g.local_us)}
+
+
+def unsafe_seconds(result: StreamResult) -> tuple[float | None, dict[str, float]]:
+    """The stream's unsafe time in seconds, in all and by cause.  An interval open at the end
+    lasts until the last message of its part of the stream; a stream without receive times
+    has no total (None)."""
     total_us = 0
     by_cause: dict[str, int] = {}
     timed = True
     for u in result.unsafe:
-        out.append(
-            {
-                "from": iso(u.from_us),
-                "to": iso(u.to_us),
-                "from_us": u.from_us,
-                "to_us": u.to_us,
-                "cause": u.cause,
-                "messages": u.messages,
-            }
-        )
         end = u.to_us if u.to_us is not None else (u.ends_us if u.ends_us is not None else result.last_us)
         if u.from_us is None or end is None:
             timed = False
@@ -99,7 +103,7 @@ def unsafe_json(result: StreamResult) -> tuple[list[dict[str, Any]], float | Non
         total_us += span
         by_cause[u.cause] = by_cause.get(u.cause, 0) + span
     seconds = {cause: round(us / 1e6, 6) for cause, us in sorted(by_cause.items())}
-    return out, (round(total_us / 1e6, 6) if timed else None), seconds
+    return (round(total_us / 1e6, 6) if timed else None), seconds
 
 
 def rates_json(result: StreamResult, unsafe_seconds: float | None) -> dict[str, float | None]:
@@ -134,19 +138,21 @@ def rates_json(result: StreamResult, unsafe_seconds: float | None) -> dict[str, 
 
 def stream_json(result: StreamResult) -> dict[str, Any]:
     key = result.key
-    unsafe, unsafe_seconds, unsafe_by_cause = unsafe_json(result)
+    seconds, by_cause = unsafe_seconds(result)
+    gaps, unsafe = result.gaps, result.unsafe
     return {
         "exchange": key.exchange,
         "symbol": key.symbol,
         "channel": key.channel,
         "messages": result.messages,
         "faults": {k: result.faults.get(k, 0) for k in FAULT_KINDS},
-        "gaps": [{**g.as_json(), "time": iso(g.local_us)} for g in result.gaps],
+        # Made item by item as they are written: a stream may have a million gaps.
+        "gaps": Items(lambda: map(gap_row, gaps), len(gaps)),
         "latency_ms": result.latency_ms,
-        "unsafe": unsafe,
-        "unsafe_seconds": unsafe_seconds,
-        "unsafe_by_cause": unsafe_by_cause,
-        "rates": rates_json(result, unsafe_seconds),
+        "unsafe": Items(lambda: map(unsafe_row, unsafe), len(unsafe)),
+        "unsafe_seconds": seconds,
+        "unsafe_by_cause": by_cause,
+        "rates": rates_json(result, seconds),
         "integrity_score": integrity_score(result),
         "input_damage": {"malformed_lines": result.damaged_lines, "cut_off": result.cut_off},
         "first_time": iso(result.first_us),
@@ -164,33 +170,15 @@ def report_json(outcome: AuditOutcome) -> dict[str, Any]:
     }
 
 
-_INT64 = 2**63
-
-
-def safe_json(obj: Any) -> Any:
-    """``obj`` with every integer that JSON readers cannot hold exactly (beyond 64 bits) as text."""
-    if type(obj) is int:
-        return obj if -_INT64 <= obj < _INT64 else str(obj)
-    if isinstance(obj, dict):
-        return {k: safe_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [safe_json(v) for v in obj]
-    return obj
-
-
-def dumps(obj: Any) -> bytes:
-    return orjson.dumps(safe_json(obj), option=orjson.OPT_SORT_KEYS)
-
-
 def audit_records(outcome: AuditOutcome) -> Iterator[dict[str, Any]]:
     """The records, in a fixed order: inputs, malformed lines, then per stream its findings and summary."""
     for i in outcome.inputs:
         yield {"type": "input", **i.as_json()}
-    for m in sorted(outcome.malformed, key=lambda m: (m.path, m.line)):
+    for m in outcome.malformed.sorted(key=lambda m: (m.path, m.line)):
         yield {"type": "malformed", "path": m.path, "line": m.line, "reason": m.reason}
     for r in outcome.streams:
         stream = {"exchange": r.key.exchange, "symbol": r.key.symbol, "channel": r.key.channel}
-        for f in sorted(r.findings, key=lambda f: (f.path, f.line, f.fault)):
+        for f in r.findings.sorted(key=lambda f: (f.path, f.line, f.fault)):
             yield {
                 "type": "finding",
                 "stream": stream,
@@ -206,6 +194,19 @@ def audit_records(outcome: AuditOutcome) -> Iterator[dict[str, Any]]:
         yield {"type": "summary", "stream": stream, "summary": summary}
 
 
+def _write_record(fh: IO[bytes], record: dict[str, Any]) -> str:
+    """Write one audit record as a line; return the SHA-256 of the line (without its newline)."""
+    digest = hashlib.sha256()
+
+    def write(data: bytes) -> None:
+        fh.write(data)
+        digest.update(data)
+
+    write_json(write, record, sort_keys=True)
+    fh.write(b"\n")
+    return digest.hexdigest()
+
+
 def write_outputs(
     outcome: AuditOutcome, out_dir: str, input_sizes: Mapping[str, int] | None = None
 ) -> dict[str, Any]:
@@ -214,8 +215,11 @@ def write_outputs(
     ``input_sizes``: the inputs' sizes when they were hashed (else they are read from disk)."""
     key = signing_key()  # before anything is written: an unreadable key is a usage error
     os.makedirs(os.path.join(out_dir, AUDIT_DIR), exist_ok=True)
-    report = safe_json(report_json(outcome))
-    atomic_write(os.path.join(out_dir, REPORT_NAME), orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    # Gaps and unsafe intervals stay in their spools until written (see shared.jsonout).
+    report = report_json(outcome)
+    with atomic_file(os.path.join(out_dir, REPORT_NAME)) as fh:
+        write_json(fh.write, report, indent=True)
+        fh.write(b"\n")
     prev = GENESIS
     count = 0
     records_path = os.path.join(out_dir, AUDIT_DIR, RECORDS_NAME)
@@ -223,9 +227,7 @@ def write_outputs(
         for seq, record in enumerate(audit_records(outcome)):
             record["seq"] = seq
             record["prev"] = prev
-            line = dumps(record)
-            fh.write(line + b"\n")
-            prev = hashlib.sha256(line).hexdigest()
+            prev = _write_record(fh, record)
             count += 1
     metrics_path = os.path.join(out_dir, METRICS_NAME)
     atomic_write(metrics_path, render(report, outcome.dead_letters).encode())

@@ -18,6 +18,7 @@ import pytest
 from shared.auditors import AuditConfig
 from shared.engine import Engine, plan
 from shared.errors import InputError
+from shared.jsonout import materialize
 from shared.planning import InputSummary
 from shared.report import report_json, write_outputs
 
@@ -162,7 +163,7 @@ def test_a_name_that_is_not_utf8_is_listed_with_the_fix_not_read(tmp_path: Path)
         assert f"rename the {what} to audit it" in entry.error
     assert by_path[str(good)].audited and by_path[str(good)].lines == 200
     assert any(s.messages > 10 for s in outcome.streams)
-    orjson.dumps(report_json(outcome))
+    orjson.dumps(materialize(report_json(outcome)))
     write_outputs(outcome, str(tmp_path / "out"))
 
 
@@ -312,4 +313,4 @@ def test_gzip_with_trailing_garbage(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes() + b"garbage after the stream")
     outcome = _run(path)
     assert outcome.inputs[0].lines == 2 and outcome.inputs[0].malformed == 1
-    assert "after the end of the gzip stream" in outcome.malformed[0].reason
+    assert "after the end of the gzip stream" in next(iter(outcome.malformed)).reason

@@ -12,6 +12,7 @@ import pytest
 
 from shared.auditors import AuditConfig
 from shared.engine import Engine
+from shared.jsonout import materialize
 from shared.report import report_json
 
 DATA = Path(__file__).parent / "data"
@@ -28,7 +29,7 @@ def _lines(path: Path) -> list[bytes]:
 def _report(tmp_path: Path, name: str, lines: list[bytes]) -> dict:  # type: ignore[type-arg]
     path = tmp_path / name
     path.write_bytes(b"\n".join(lines) + b"\n")
-    return report_json(Engine(AuditConfig()).run([str(path)]))
+    return materialize(report_json(Engine(AuditConfig()).run([str(path)])))
 
 
 def _stream(report: dict, exchange: str, symbol: str, channel: str) -> dict:  # type: ignore[type-arg]
@@ -124,12 +125,14 @@ def test_a_field_that_goes_missing_is_one_format_change_however_long_it_stays_aw
 
 @pytest.mark.parametrize("folder", sorted(p.name for p in DATA.iterdir() if p.is_dir()))
 def test_the_real_captures_show_no_format_change(folder: str) -> None:
-    report = report_json(Engine(AuditConfig()).run([str(DATA / folder)]))
+    report = materialize(report_json(Engine(AuditConfig()).run([str(DATA / folder)])))
     assert [s for s in report["streams"] if s["faults"]["format_change"]] == []
 
 
 def test_every_stream_has_unsafe_rates_and_readable_times() -> None:
-    report = report_json(Engine(AuditConfig()).run([str(DATA / "cryptofeed"), str(DATA / "hftbacktest")]))
+    report = materialize(
+        report_json(Engine(AuditConfig()).run([str(DATA / "cryptofeed"), str(DATA / "hftbacktest")]))
+    )
     for s in report["streams"]:
         assert isinstance(s["unsafe"], list) and isinstance(s["unsafe_seconds"], float)
         assert set(s["rates"]) == {

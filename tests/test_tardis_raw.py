@@ -16,6 +16,7 @@ from shared.auditors import AuditConfig
 from shared.engine import Engine, rebuild_book
 from shared.formats.detect import detect
 from shared.formats.timestamps import iso_to_us
+from shared.jsonout import materialize
 
 USDM = Path(__file__).parent / "data" / "hftbacktest" / "usdm" / "btcusdt_20240808.gz"
 
@@ -92,7 +93,7 @@ def test_a_disconnect_opens_an_unsafe_interval_from_the_last_message_before_it(t
     cut = len(lines) - 5000
     path = tmp_path / "capture.json"
     path.write_bytes(b"\n".join([*lines[:cut], b"", *lines[cut:]]) + b"\n")  # no resubscription
-    report = report_json(Engine(AuditConfig()).run([str(path)]))
+    report = materialize(report_json(Engine(AuditConfig()).run([str(path)])))
     book = next(s for s in report["streams"] if s["channel"] == "book")
     interval = book["unsafe"][-1]
     last_before = max(iso_to_us(line.split(b" ", 1)[0]) for line in lines[:cut] if b"@depth" in line[:80])

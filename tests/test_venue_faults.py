@@ -194,7 +194,7 @@ def _clean(cap: Capture, tmp_factory: pytest.TempPathFactory) -> Audit:
 def _changes(clean: Audit, faulty: Audit) -> dict[StreamKey, dict[str, Any]]:
     """Per stream, what differs: message and fault counts (as differences), the gaps and notes
     of the changed capture when they differ.  Inputs and malformed lines must not differ."""
-    assert faulty.outcome.malformed == [] and clean.outcome.malformed == []
+    assert not faulty.outcome.malformed and not clean.outcome.malformed
     a = {s.key: s for s in clean.outcome.streams}
     b = {s.key: s for s in faulty.outcome.streams}
     assert set(a) == set(b)

@@ -34,7 +34,7 @@ def test_capture_sequence_is_unbroken() -> None:
     session = a.session
     assert isinstance(session, BitfinexSession)
     assert session.flags == 65536 and session.conn_last == 1670 and session.breaks == 0
-    assert a.malformed == []
+    assert not a.malformed
     books = [e for e in a.events if isinstance(e, BookMsg)]
     assert len({e.key for e in books}) == 7 and sum(1 for e in books if e.snapshot) == 7
     assert all(isinstance(e.last_id, int) for e in books)
