@@ -211,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="check the SHA-256 of the MANIFEST's inputs found at or under these files or directories",
     )
+    serve = sub.add_parser(
+        "serve-archive",
+        help="serve a directory of captures through the Tardis-compatible replay API",
+        description="Serves GET /v1/data-feeds/{exchange}?from=&offset=&filters= (one minute of gzip "
+        "NDJSON: '<ISO-8601 receive time> <raw JSON>' lines, an empty line for a disconnect) from the "
+        "captures under DIR, for --replay-source on other machines. Runs until interrupted.",
+    )
+    serve.add_argument("dir", metavar="DIR", help="a directory of captures (recursed)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_positive_int, default=8765, metavar="N", help="port (default 8765; 0: any free one)"
+    )
+
     verify.add_argument(
         "--public-key",
         metavar="K",
@@ -241,14 +254,26 @@ def _audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--book-depth", type=_positive_int, default=25, metavar="N", help="levels per side in book CSVs"
     )
+    parser.add_argument(
+        "--replay-source",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="fill gaps from this source: a Tardis-compatible API URL (key in RETAPE_TARDIS_API_KEY) "
+        "or a directory of captures; repeatable, tried in order; options after '#': rps, weight, "
+        "tries, backoff, breaker, cooldown",
+    )
 
 
 def audit_config(args: argparse.Namespace) -> AuditConfig:
+    from shared.replay.sources import canonical_source
+
     return AuditConfig(
         drift_ms=args.drift_ms,
         reorder_window=args.reorder_window,
         book_interval_us=args.book_interval * 1000,
         book_depth=args.book_depth,
+        replay_sources=tuple(canonical_source(s) for s in args.replay_source),
     )
 
 
@@ -347,9 +372,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
             from shared.engine import Engine
             from shared.report import write_outputs
 
-            outcome = Engine(cfg).run(args.paths)
-            outcome.settings = asdict(cfg)
-            report = write_outputs(outcome, out)
+            if cfg.replay_sources:
+                from shared.audit_job import run_in_process
+
+                report = run_in_process(list(args.paths), cfg, out)
+            else:
+                outcome = Engine(cfg).run(args.paths)
+                outcome.settings = asdict(cfg)
+                report = write_outputs(outcome, out)
         else:
             report = _distributed_audit(args, cfg, url, out)
     if not args.quiet:
@@ -784,6 +814,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve_archive(args: argparse.Namespace) -> int:
+    from producers.archive_server import serve
+
+    if not os.path.isdir(args.dir):
+        raise InputError(_shown(args.dir), "not a directory")
+    if not os.access(args.dir, os.R_OK | os.X_OK):
+        raise InputError(_shown(args.dir), "not readable (permission denied)")
+    return serve(args.dir, args.host, args.port)
+
+
 COMMANDS = {
     "audit": cmd_audit,
     "book": cmd_book,
@@ -793,6 +833,7 @@ COMMANDS = {
     "produce": cmd_produce,
     "status": cmd_status,
     "verify": cmd_verify,
+    "serve-archive": cmd_serve_archive,
 }
 
 

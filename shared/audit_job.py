@@ -13,10 +13,26 @@ from typing import Any
 
 from shared.auditors import AuditConfig
 from shared.engine import SegmentResult, audit_segment, combine
-from shared.formats.lines import GZIP_MAGIC, reading_from
-from shared.jobs import FileRef, JobPlan, SegmentContext, Step, Writer, job_id, register
+from shared.formats.lines import GZIP_MAGIC, file_blocks, reading_from
+from shared.jobs import (
+    FileRef,
+    JobPlan,
+    SegmentContext,
+    Step,
+    SubTask,
+    SubtaskContext,
+    Writer,
+    job_id,
+    register,
+)
 from shared.planning import InputSummary, Plan, plan
 from shared.queues import Queue
+from shared.replay.fetch import fill_gap
+from shared.replay.fill import Answer
+from shared.replay.repairs import AnswerBook, requests_for
+from shared.replay.request import FillRequest
+from shared.replay.sources import open_sources
+from shared.replay.stats import add as add_stats
 from shared.report import write_outputs
 
 NAME = "audit"
@@ -67,29 +83,57 @@ def inputs_of(plan: JobPlan) -> list[InputSummary]:
 
 
 class AuditKind:
+    """Stage 0 audits a segment.  When replay sources are given and it found gaps they can
+    fill, it asks for one fill per gap (sub-tasks on the ``replay`` queue); stage 1 audits
+    the segment again with what came back, the fills merged in place of the gaps."""
+
     name = NAME
     queue = Queue.BOOK
 
     def run_segment(self, plan: JobPlan, segment: int, ctx: SegmentContext) -> Step:
         job, cfg = decode(plan)
         with reading_from(ctx.blocks):
-            result = audit_segment(job, segment, cfg)
+            result = audit_segment(job, segment, cfg, AnswerBook(()) if cfg.replay_sources else None)
+        requests = requests_for(result.parts) if cfg.replay_sources else []
+        if requests:
+            asks = tuple(SubTask(Queue.REPLAY, r.as_json()) for r in requests)
+            return Step(result.encode(), asks)
         return Step(result.encode(), messages=result.messages)
 
     def continue_segment(
-        self, plan: JobPlan, segment: int, stage: int, previous: bytes, answers: list[bytes]
+        self,
+        plan: JobPlan,
+        segment: int,
+        stage: int,
+        previous: bytes,
+        answers: list[bytes],
+        ctx: SegmentContext,
     ) -> Step:
-        raise NotImplementedError("an audit segment has one stage")
+        job, cfg = decode(plan)
+        decoded = [Answer.decode(a) for a in answers]
+        with reading_from(ctx.blocks):
+            result = audit_segment(job, segment, cfg, AnswerBook(decoded))
+        for answer in decoded:
+            add_stats(result.replay, answer.stats)
+        return Step(result.encode(), messages=result.messages)
 
-    def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any) -> bytes:
-        raise NotImplementedError("an audit segment has no sub-tasks")
+    def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, ctx: SubtaskContext) -> bytes:
+        _, cfg = decode(plan)
+        request = FillRequest.from_json(args)
+        sources = open_sources(cfg.replay_sources, ctx.redis)
+        try:
+            return fill_gap(request, sources).encode()
+        finally:
+            for source in sources:
+                source.close()
 
     def failed_segment(self, plan: JobPlan, segment: int, reason: str) -> bytes:
         job, _ = decode(plan)
         return SegmentResult.not_audited(job, segment, reason).encode()
 
     def failed_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, reason: str) -> bytes:
-        raise NotImplementedError("an audit segment has no sub-tasks")
+        request = FillRequest.from_json(args)
+        return Answer(request, reasons={"*": f"the fill task failed: {reason}"}).encode()
 
     def write_outputs(self, plan: JobPlan, results: list[bytes], out_dir: str) -> dict[str, Any]:
         job, cfg = decode(plan)
@@ -97,6 +141,26 @@ class AuditKind:
         outcome = combine(job, segments)
         outcome.settings = asdict(cfg)
         return write_outputs(outcome, out_dir, input_sizes={f.path: f.size for f in plan.files})
+
+
+def run_in_process(paths: list[str], cfg: AuditConfig, out_dir: str) -> dict[str, Any]:
+    """The audit job run stage by stage in this process (``retape audit --in-process`` with
+    replay sources): the same kind, the same results, no broker."""
+    _, job_plan = plan_audit(paths, cfg, out_dir, Writer.SUBMITTER)
+    kind = AuditKind()
+    results = []
+    for segment in range(job_plan.segments):
+        ctx = SegmentContext(file_blocks)
+        step = kind.run_segment(job_plan, segment, ctx)
+        stage = 0
+        while not step.final:
+            answers = [
+                kind.run_subtask(job_plan, segment, stage, t.args, SubtaskContext()) for t in step.subtasks
+            ]
+            stage += 1
+            step = kind.continue_segment(job_plan, segment, stage, step.result, answers, ctx)
+        results.append(step.result)
+    return kind.write_outputs(job_plan, results, out_dir)
 
 
 KIND = register(AuditKind())

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 from shared.book import Book, differences
 from shared.checks.funding import FundingCheck
@@ -55,6 +55,30 @@ class AuditConfig:
     reorder_window: int = 64
     book_interval_us: int = 0  # 0: no periodic book output
     book_depth: int = 25
+    # Where gaps are filled from (``--replay-source``), tried in order; none: gaps are reported.
+    replay_sources: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Read back from JSON as a list.
+        object.__setattr__(self, "replay_sources", tuple(self.replay_sources))
+
+
+@dataclass(slots=True)
+class Repair:
+    """What replay made of one gap: the messages it lost, in sequence order, and where they came
+    from (``provenance``, for the audit records), or why no source could give them."""
+
+    messages: list[BookMsg | TradeMsg] = field(default_factory=list)
+    source: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+class Repairs(Protocol):
+    def lookup(self, key: StreamKey, gap: Gap) -> Repair | None:
+        """The repair of ``gap`` (its ``after``, ``before``, ``link`` and ``series`` set), or
+        None to leave it as it is."""
+        ...
 
 
 BookSink = Callable[[StreamKey, int, int | None, Book], None]
@@ -94,6 +118,8 @@ class StreamResult:
     # Damage to the inputs that fed the stream: lines that could not be read, a cut-off end.
     damaged_lines: int = 0
     cut_off: bool = False
+    # Messages a replay source supplied for gaps (not read from the inputs: not in ``messages``).
+    replayed: int = 0
 
     def __post_init__(self) -> None:
         # Lists given (by a test, or by hand) become spools; the findings' spool needs the key.
@@ -144,6 +170,7 @@ class StreamResult:
         self.settlements_faulty += later.settlements_faulty
         self.ids_consecutive = self.ids_consecutive and later.ids_consecutive
         self.input_damage(later.damaged_lines, later.cut_off)
+        self.replayed += later.replayed
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -165,6 +192,7 @@ class StreamResult:
             "ids_consecutive": self.ids_consecutive,
             "damaged_lines": self.damaged_lines,
             "cut_off": self.cut_off,
+            "replayed": self.replayed,
         }
 
     @classmethod
@@ -194,6 +222,7 @@ class StreamResult:
             bool(data.get("ids_consecutive", False)),
             int(data.get("damaged_lines", 0)),
             bool(data.get("cut_off", False)),
+            int(data.get("replayed", 0)),
         )
 
 
@@ -224,6 +253,9 @@ class _Auditor:
         self.cfg = cfg
         self.result = StreamResult(key)
         self.timing = Timing(cfg.drift_ms)
+        # What replay sources answered for this stream's gaps (None: no replay asked for).
+        self.repairs: Repairs | None = None
+        self.applied_us: int | None = None  # receive time of the last message applied
 
     def _find(self, fault: str, path: str, line: int, local_us: int | None, **detail: Any) -> None:
         r = self.result
@@ -252,10 +284,31 @@ class _Auditor:
         self._find(Fault.DISCONNECT, path, line, local_us)
         self.timing.new_recording()
 
-    def _gap(self, gap: Gap, path: str, line: int, local_us: int | None) -> None:
-        gap.local_us = local_us
+    def _repair_of(self, gap: Gap, m: BookMsg | TradeMsg) -> Repair | None:
+        """Complete ``gap`` (found before message ``m``) and look up its repair."""
+        gap.local_us = m.local_us
+        gap.from_us = self.applied_us
+        gap.link = m.prev_id if isinstance(m, BookMsg) else None
+        gap.series = m.series if isinstance(m, TradeMsg) else ""
+        return self.repairs.lookup(self.key, gap) if self.repairs is not None else None
+
+    def _gap(self, gap: Gap, m: BookMsg | TradeMsg) -> Repair | None:
+        """Record a gap before message ``m``; the repair a replay source gave for it (its
+        messages to be applied before ``m``), if one did."""
+        detail: dict[str, Any] = {"after": gap.after, "before": gap.before, "missing": gap.missing}
+        repair = self._repair_of(gap, m)
+        if repair is not None:
+            if repair.messages:
+                gap.repaired = True
+                gap.source = repair.source
+                detail.update(repair.provenance)
+                self.result.replayed += len(repair.messages)
+            else:
+                gap.reasons = dict(repair.reasons)
+                detail["unrepaired"] = gap.reasons
         self.result.gaps.append(gap)
-        self._find(Fault.GAP, path, line, local_us, after=gap.after, before=gap.before, missing=gap.missing)
+        self._find(Fault.GAP, m.path, m.line, m.local_us, **detail)
+        return repair if gap.repaired else None
 
     def finish(self) -> StreamResult:
         r = self.result
@@ -500,9 +553,13 @@ class BookAuditor(_Auditor):
                 self._find(Fault.DUPLICATE, m.path, m.line, m.local_us, last_id=m.last_id)
                 continue
             if s.gap is not None:
-                if not self.quiet:
-                    self._gap(s.gap, m.path, m.line, m.local_us)
-                self.safe = False
+                # Found again while quietly re-applying after a REST snapshot: recorded already.
+                repair = self._repair_of(s.gap, m) if self.quiet else self._gap(s.gap, m)
+                if repair is not None and repair.messages:
+                    for filled in repair.messages:  # another recorder's clock: no drift check
+                        self._apply(filled, clock=False)  # type: ignore[arg-type]
+                else:
+                    self.safe = False
             if s.late:
                 self._find(Fault.OUT_OF_ORDER, m.path, m.line, m.local_us, last_id=m.last_id, applied=True)
             self._apply(m)
@@ -597,14 +654,14 @@ class BookAuditor(_Auditor):
                 Fault.SNAPSHOT_MISMATCH, m.path, m.line, m.local_us, levels=len(diffs), first=diffs[:5]
             )
 
-    def _apply(self, m: BookMsg) -> None:
+    def _apply(self, m: BookMsg, clock: bool = True) -> None:
         book = self.book
         bad = book.bids.apply(m.bids)
         bad_asks = book.asks.apply(m.asks)
         if bad_asks:
             bad = (bad or []) + bad_asks
         self.deltas_since_snapshot += 1
-        self._after(m, bad)
+        self._after(m, bad, clock)
         if self.bridged and not self.safe and not self.quiet:
             self.unsafe_applied.append(m)
 
@@ -645,6 +702,7 @@ class BookAuditor(_Auditor):
                     self.crossed = False
         local = m.local_us
         if local is not None:
+            self.applied_us = local
             if self.last_local_us is None or local > self.last_local_us:
                 self.last_local_us = local
             sink = self.sink
@@ -773,7 +831,10 @@ class TradeAuditor(_Auditor):
                 self._find(Fault.DUPLICATE, t.path, t.line, t.local_us, trade_id=t.trade_id)
                 continue
             if s.gap is not None:
-                self._gap(s.gap, t.path, t.line, t.local_us)
+                repair = self._gap(s.gap, t)
+                if repair is not None:
+                    for filled in repair.messages:
+                        self._apply(filled, clock=False)  # type: ignore[arg-type]
             if s.late:
                 self._find(Fault.OUT_OF_ORDER, t.path, t.line, t.local_us, trade_id=t.trade_id, applied=True)
             self._apply(t)
@@ -788,6 +849,8 @@ class TradeAuditor(_Auditor):
         return False
 
     def _apply(self, t: TradeMsg, clock: bool = True) -> None:
+        if t.local_us is not None:
+            self.applied_us = t.local_us
         if clock:
             self._clock(t.local_us, t.exch_us, t.path, t.line)
         if not is_valid_price(t.price) or classify_qty(t.qty) == INVALID:

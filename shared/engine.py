@@ -25,6 +25,7 @@ from shared.auditors import (
     BookSink,
     FundingAuditor,
     OnApplied,
+    Repairs,
     StreamResult,
     TradeAuditor,
 )
@@ -111,6 +112,8 @@ class AuditOutcome:
     dead_letters: int = 0  # tasks of a distributed job that ended in the dead-letter list
     books: BookRows | None = None  # rebuilt-book rows, when asked for
     settings: dict[str, Any] | None = None  # the AuditConfig, for the MANIFEST (set by whoever knows it)
+    # Requests made to replay sources, by source (shared.replay.stats): for metrics.prom only.
+    replay: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -123,6 +126,7 @@ class SegmentResult:
     malformed: Spool[Malformed]
     books: BookRows | None = None
     dead_letter: str | None = None  # why the segment was never audited (its task was dead-lettered)
+    replay: dict[str, Any] = field(default_factory=dict)  # requests made to fill its gaps
 
     @classmethod
     def not_audited(cls, job: Plan, index: int, reason: str) -> SegmentResult:
@@ -148,6 +152,7 @@ class SegmentResult:
             "malformed": len(self.malformed),
             "books": None if self.books is None else [self.books.depth, self.books.as_json()],
             "dead_letter": self.dead_letter,
+            "replay": self.replay,
         }
         z = zlib.compressobj(1)
         out = [orjson.dumps(header), b"\n"]
@@ -177,6 +182,7 @@ class SegmentResult:
             malformed,
             None if books is None else BookRows.from_json(books[0], books[1]),
             data.get("dead_letter"),
+            dict(data.get("replay") or {}),
         )
 
 
@@ -200,10 +206,11 @@ def _lines_of(compressed: bytes, chunk: int = 1 << 20) -> Iterator[bytes]:
             yield line + b"\n"
 
 
-def audit_segment(job: Plan, index: int, cfg: AuditConfig) -> SegmentResult:
-    """Audit one segment on its own (what a worker does with one unit of work)."""
+def audit_segment(job: Plan, index: int, cfg: AuditConfig, repairs: Repairs | None = None) -> SegmentResult:
+    """Audit one segment on its own (what a worker does with one unit of work), its gaps
+    repaired from ``repairs`` where a replay source filled them."""
     own = job.segment_inputs(index)
-    engine = Engine(cfg)
+    engine = Engine(cfg, repairs=repairs)
     engine.inputs = own
     engine.run_segment(Plan(own, job.formats, job.segments), index)
     return SegmentResult(index, own, engine.parts, engine.malformed, engine.book_rows)
@@ -225,7 +232,13 @@ def combine(job: Plan, results: Iterable[SegmentResult]) -> AuditOutcome:
                 books = BookRows(r.books.depth)
             books.extend(r.books)
     dead_letters = sum(1 for r in ordered if r.dead_letter is not None)
-    return AuditOutcome(inputs, merge_parts(parts), malformed, dead_letters, books)
+    replay: dict[str, Any] = {}
+    for r in ordered:
+        if r.replay:
+            from shared.replay.stats import merge
+
+            merge(replay, r.replay)
+    return AuditOutcome(inputs, merge_parts(parts), malformed, dead_letters, books, replay=replay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,8 +298,11 @@ class Engine:
         head: HeadLimit | None = None,
         on_event: OnEvent | None = None,
         on_applied: OnApplied | None = None,
+        repairs: Repairs | None = None,
     ) -> None:
         self.cfg = cfg
+        # What replay sources gave for the gaps (None: gaps are only reported).
+        self.repairs = repairs
         # Rebuilt books every ``book_interval_us``: to the given sink, else kept as rows.
         self.book_rows: BookRows | None = None
         if book_sink is None and cfg.book_interval_us > 0:
@@ -523,11 +539,13 @@ class Engine:
                 book = self.books[key] = BookAuditor(
                     key, rules_for(key.exchange), self.cfg, self.book_sink, self.on_applied
                 )
+                book.repairs = self.repairs
             book.feed(ev)
         elif isinstance(ev, TradeMsg):
             trades = self.trades.get(key)
             if trades is None:
                 trades = self.trades[key] = TradeAuditor(key, rules_for(key.exchange), self.cfg)
+                trades.repairs = self.repairs
             trades.feed(ev)
         elif isinstance(ev, FundingMsg):
             funding = self.funding.get(key)

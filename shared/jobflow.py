@@ -29,6 +29,7 @@ from shared.jobs import (
     SegmentContext,
     Step,
     SubTask,
+    SubtaskContext,
     TaskName,
     Writer,
     aggregate_task_id,
@@ -177,7 +178,8 @@ def _compute(store: JobStore, plan: JobPlan, segment: int, stage: int, context: 
     answers = store.answers(segment, stage - 1, len(before.subtasks))
     if any(a is None for a in answers):
         raise RuntimeError(f"segment {segment} stage {stage}: stage {stage - 1} has unanswered sub-tasks")
-    return kind.continue_segment(plan, segment, stage, before.result, [a for a in answers if a is not None])
+    given = [a for a in answers if a is not None]
+    return kind.continue_segment(plan, segment, stage, before.result, given, context(plan, segment))
 
 
 def _pass_on(store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage: int, step: Step) -> None:
@@ -204,7 +206,9 @@ def _next_stage(store: JobStore, sender: Sender, plan: JobPlan, segment: int, st
     sender.send(TaskName.SEGMENT, [job, store.epoch, segment, stage], task_id, queue)
 
 
-def run_subtask(store: JobStore, sender: Sender, segment: int, stage: int, sub: int) -> None:
+def run_subtask(
+    store: JobStore, sender: Sender, segment: int, stage: int, sub: int, ctx: SubtaskContext | None = None
+) -> None:
     """Answer one sub-task (once); the last answer of a stage starts the next stage."""
     plan = _running_plan(store, starting=True)
     if plan is None:
@@ -214,7 +218,10 @@ def run_subtask(store: JobStore, sender: Sender, segment: int, stage: int, sub: 
         raise RuntimeError(f"segment {segment} stage {stage} has no record for its sub-task {sub}")
     step = decode_step(raw)
     if store.answers(segment, stage, sub + 1)[sub] is None:
-        answer = kind_named(plan.kind).run_subtask(plan, segment, stage, step.subtasks[sub].args)
+        kind = kind_named(plan.kind)
+        answer = kind.run_subtask(
+            plan, segment, stage, step.subtasks[sub].args, ctx or SubtaskContext(store.client)
+        )
         store.put_answer(segment, stage, sub, answer)
     _answered(store, sender, plan, segment, stage, sub, len(step.subtasks))
 

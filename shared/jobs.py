@@ -180,6 +180,15 @@ class SegmentContext:
     blocks: BlockSource
 
 
+@dataclass(frozen=True, slots=True)
+class SubtaskContext:
+    """What a worker gives a kind to answer a sub-task: the broker's Redis client, where
+    state shared by every worker lives (the replay sources' rate limits and breakers); None
+    for a job run in one process."""
+
+    redis: Any = None
+
+
 class JobKind(Protocol):
     """A kind of job.  Every method is pure with respect to the broker: the flow
     (:mod:`shared.jobflow`) stores what they return."""
@@ -190,13 +199,21 @@ class JobKind(Protocol):
     def run_segment(self, plan: JobPlan, segment: int, ctx: SegmentContext) -> Step: ...
 
     def continue_segment(
-        self, plan: JobPlan, segment: int, stage: int, previous: bytes, answers: list[bytes]
+        self,
+        plan: JobPlan,
+        segment: int,
+        stage: int,
+        previous: bytes,
+        answers: list[bytes],
+        ctx: SegmentContext,
     ) -> Step:
         """Stage ``stage`` (>= 1): ``previous`` is stage ``stage - 1``'s result, ``answers``
-        its sub-tasks' results in order."""
+        its sub-tasks' results in order; ``ctx`` reads the segment's inputs again if needed."""
         ...
 
-    def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any) -> bytes: ...
+    def run_subtask(
+        self, plan: JobPlan, segment: int, stage: int, args: Any, ctx: SubtaskContext
+    ) -> bytes: ...
 
     def failed_segment(self, plan: JobPlan, segment: int, reason: str) -> bytes:
         """The final result of a segment that could not be run (dead-lettered)."""

@@ -4,8 +4,9 @@ Every output directory gets ``metrics.prom`` (Prometheus text format, for node_e
 textfile collector or any scraper that reads files).  The alert rules in
 ``ops/prometheus/alerts.yml`` use these names; a test keeps the two in step.
 
-Pure: the text is a function of the report, sorted, with no wall-clock time, so the same
-inputs give the same bytes.
+Pure: the text is a function of the report (and, when gaps were sent to replay sources, of
+the requests that made: their times and failures are this run's, so only those series change
+from run to run), sorted, with no wall-clock time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ METRICS: dict[str, tuple[str, str]] = {
         "counter",
         "Connections to a replay source or exchange that failed (refused, reset, timed out, TLS).",
     ),
+    "retape_replay_rate_limited_total": ("counter", "Answers 429 (rate limited) from a replay source."),
+    "retape_replay_breaker_open": (
+        "gauge",
+        "1 when a replay source's circuit breaker was found open (the next source was used).",
+    ),
 }
 
 
@@ -43,8 +49,9 @@ def _series(name: str, labels: dict[str, str], value: float | int) -> str:
     return f"{name}{{{inner}}} {value}" if inner else f"{name} {value}"
 
 
-def render(report: dict[str, Any], dead_letters: int = 0) -> str:
-    """The job's metrics as Prometheus text, from its ``report.json`` content."""
+def render(report: dict[str, Any], dead_letters: int = 0, replay: dict[str, Any] | None = None) -> str:
+    """The job's metrics as Prometheus text, from its ``report.json`` content and its replay
+    requests (by source, see :mod:`shared.replay.stats`)."""
     lines: list[str] = []
 
     def head(name: str) -> None:
@@ -73,4 +80,28 @@ def render(report: dict[str, Any], dead_letters: int = 0) -> str:
     lines.append(_series("retape_input_malformed_lines", {}, int(report["malformed"])))
     head("retape_job_dead_letters")
     lines.append(_series("retape_job_dead_letters", {}, dead_letters))
+    if replay:
+        _replay_lines(replay, lines, head)
     return "\n".join(lines) + "\n"
+
+
+def _replay_lines(replay: dict[str, Any], lines: list[str], head: Any) -> None:
+    from shared.replay.stats import BUCKETS_S
+
+    name = "retape_replay_request_duration_seconds"
+    sources = sorted(replay)
+    head(name)
+    for source in sources:
+        s = replay[source]
+        for bound, n in zip(BUCKETS_S, s["buckets"], strict=True):
+            lines.append(_series(f"{name}_bucket", {"source": source, "le": f"{bound:g}"}, n))
+        lines.append(_series(f"{name}_bucket", {"source": source, "le": "+Inf"}, s["count"]))
+        lines.append(_series(f"{name}_sum", {"source": source}, round(s["sum"], 6)))
+        lines.append(_series(f"{name}_count", {"source": source}, s["count"]))
+    for metric, field in (
+        ("retape_upstream_connection_failures_total", "failures"),
+        ("retape_replay_rate_limited_total", "rate_limited"),
+        ("retape_replay_breaker_open", "breaker_open"),
+    ):
+        head(metric)
+        lines += [_series(metric, {"source": source}, replay[source][field]) for source in sources]

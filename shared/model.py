@@ -210,9 +210,16 @@ class Gap:
     repaired: bool = False
     source: str | None = None
     local_us: int | None = None  # receive time of the first message after the break
+    # What a replay source needs to fill it: the receive time of the last message applied
+    # before the break, the next message's link to its predecessor (prev-link venues) and the
+    # trade id series; and, when no source filled it, why not (by source).
+    from_us: int | None = None
+    link: int | None = None
+    series: str = ""
+    reasons: dict[str, str] | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "after": self.after,
             "before": self.before,
             "missing": self.missing,
@@ -220,24 +227,29 @@ class Gap:
             "source": self.source,
             "local_us": self.local_us,
         }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Gap:
-        return cls(
-            data["after"],
-            data["before"],
-            data["missing"],
-            data["repaired"],
-            data["source"],
-            data.get("local_us"),
-        )
+        if self.reasons is not None:
+            data["unrepaired"] = self.reasons
+        return data
 
     def as_row(self) -> list[Any]:
         """The gap as one JSON array (what a spool keeps)."""
-        return [self.after, self.before, self.missing, self.repaired, self.source, self.local_us]
+        return [
+            self.after,
+            self.before,
+            self.missing,
+            self.repaired,
+            self.source,
+            self.local_us,
+            self.from_us,
+            self.link,
+            self.series,
+            self.reasons,
+        ]
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Gap:
         # Ids beyond 64 bits come back from JSON as text: numbers again.
         after, before, missing = (_whole(v) for v in row[:3])
-        return cls(after, before, missing, bool(row[3]), row[4], row[5])
+        return cls(
+            after, before, missing, bool(row[3]), row[4], row[5], row[6], _whole(row[7]), row[8], row[9]
+        )

@@ -148,6 +148,9 @@ def stream_json(result: StreamResult) -> dict[str, Any]:
         "faults": {k: result.faults.get(k, 0) for k in FAULT_KINDS},
         # Made item by item as they are written: a stream may have a million gaps.
         "gaps": Items(lambda: map(gap_row, gaps), len(gaps)),
+        # Gaps a replay source filled, and the messages it supplied (not counted in messages).
+        "gaps_repaired": sum(1 for g in gaps if g.repaired),
+        "replayed_messages": result.replayed,
         "latency_ms": result.latency_ms,
         "unsafe": Items(lambda: map(unsafe_row, unsafe), len(unsafe)),
         "unsafe_seconds": seconds,
@@ -230,7 +233,7 @@ def write_outputs(
             prev = _write_record(fh, record)
             count += 1
     metrics_path = os.path.join(out_dir, METRICS_NAME)
-    atomic_write(metrics_path, render(report, outcome.dead_letters).encode())
+    atomic_write(metrics_path, render(report, outcome.dead_letters, outcome.replay).encode())
     books = write_books(out_dir, outcome.books or BookRows())
     html = write_html(report, outcome.streams, out_dir)
     # Last: the MANIFEST covers every file written above, and only them: the same inputs and

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from shared.jobs import FileRef, JobPlan, SegmentContext, Step, SubTask, job_id, register
+from shared.jobs import FileRef, JobPlan, SegmentContext, Step, SubTask, SubtaskContext, job_id, register
 from shared.outdir import atomic_write
 from shared.queues import Queue
 from workers.app import app
@@ -60,7 +60,13 @@ class FanInKind:
         return Step(orjson.dumps({"segment": segment, "files": files}), asks)
 
     def continue_segment(
-        self, plan: JobPlan, segment: int, stage: int, previous: bytes, answers: list[bytes]
+        self,
+        plan: JobPlan,
+        segment: int,
+        stage: int,
+        previous: bytes,
+        answers: list[bytes],
+        ctx: SegmentContext,
     ) -> Step:
         before = orjson.loads(previous)
         got = [orjson.loads(a) for a in answers]
@@ -69,7 +75,7 @@ class FanInKind:
             return Step(orjson.dumps({**before, "digests": got}), asks)
         return Step(orjson.dumps({**before, "first_lines": got}), messages=len(got))
 
-    def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any) -> bytes:
+    def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, ctx: SubtaskContext) -> bytes:
         time.sleep(float(os.environ.get("FANIN_SUBTASK_S", "0")))
         path = args["file"]
         if args["what"] == "digest":
