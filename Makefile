@@ -29,12 +29,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## Benchmarks print ratios against a baseline measured in the same run: the engine against a
-## plain sortedcontainers rebuild, then the pipeline (below).
+## plain sortedcontainers rebuild, eight processes sharing one replay source's limit (the most
+## requests in any second against the limit, the share of it used), then the pipeline (below).
 ## Smaller and quicker: make bench-pipeline PIPELINE_ARGS="--size-mb 8 --repeat 1"
 PIPELINE_ARGS ?=
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.replay_limit
 	$(BIN)/python -m bench.pipeline $(PIPELINE_ARGS)
 
 ## The pipeline only: 2 workers against 1 and against one process (plain and gzip), the

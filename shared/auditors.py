@@ -302,6 +302,8 @@ class _Auditor:
                 gap.repaired = True
                 gap.source = repair.source
                 detail.update(repair.provenance)
+                if repair.reasons:  # sources tried before the one that filled it
+                    detail["failed_sources"] = dict(repair.reasons)
                 self.result.replayed += len(repair.messages)
             else:
                 gap.reasons = dict(repair.reasons)

@@ -205,9 +205,16 @@ def _rule(req: FillRequest) -> Rule:
     return rules.trade_rule if req.key.channel == Channel.TRADES else rules.book_rule
 
 
+# Venues whose ids number one connection's messages (Bitfinex's sequence): another recording
+# of the stream, on another connection, has other ids, so no fill can be proven to bridge.
+CONNECTION_IDS = frozenset({"bitfinex"})
+
+
 def repairable(key: StreamKey) -> bool:
     """A gap of ``key`` can be filled: its venue numbers the stream's messages so that a fill
     can be proven to bridge it."""
+    if key.exchange in CONNECTION_IDS:
+        return False
     rule = (
         rules_for(key.exchange).trade_rule
         if key.channel == Channel.TRADES

@@ -31,6 +31,12 @@ import redis
 STATE_TTL_MS = 3_600_000
 
 
+# Requests are paced at this share of a limit: the margin absorbs the jitter between the
+# moment a slot is granted and the moment the request reaches the source (scheduling, network),
+# so the source never counts more than its limit in any window.
+HEADROOM = 0.95
+
+
 @dataclass(frozen=True, slots=True)
 class Limit:
     """A source's budget: requests per second and request weight per minute (0: none)."""
@@ -40,11 +46,11 @@ class Limit:
 
     @property
     def request_interval_us(self) -> int:
-        return int(1_000_000 / self.per_second) if self.per_second > 0 else 0
+        return int(1_000_000 / (self.per_second * HEADROOM)) if self.per_second > 0 else 0
 
     @property
     def weight_interval_us(self) -> int:
-        return int(60_000_000 / self.weight_per_minute) if self.weight_per_minute > 0 else 0
+        return int(60_000_000 / (self.weight_per_minute * HEADROOM)) if self.weight_per_minute > 0 else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from shared.auditors import Repair, StreamResult
 from shared.model import Gap, StreamKey
-from shared.replay.fill import Answer, repairable
+from shared.replay.fill import CONNECTION_IDS, Answer, repairable
 from shared.replay.request import FillRequest
 
 # Gaps of one segment asked for at most (each is one sub-task); the rest are reported as not
@@ -60,6 +60,8 @@ class AnswerBook:
 
 
 def unasked_reason(key: StreamKey, req: FillRequest | None) -> str:
+    if key.exchange in CONNECTION_IDS:
+        return f"{key.exchange} ids number one connection's messages: no other recording can prove a fill"
     if not repairable(key):
         return f"{key.exchange} {key.channel} ids cannot prove that a fill bridges the gap"
     assert req is None

@@ -7,7 +7,8 @@
 Options for a source ride in the URL's fragment, so one flag says everything about it:
 ``#rps=5`` (requests per second, shared by all workers), ``weight=1200`` (request weight per
 minute), ``tries=30``, ``backoff=1`` (seconds, the first backoff bound), ``breaker=5``
-(failures in a row that open the breaker), ``cooldown=60`` (seconds it stays open).  The name
+(failures in a row that open the breaker), ``cooldown=60`` (seconds it stays open),
+``timeout=30`` (seconds a read may wait).  The name
 a report gives a source has no credentials, query or fragment.
 """
 
@@ -25,7 +26,7 @@ from shared.replay.fill import Record
 from shared.replay.limits import BreakerPolicy, Gate, Limit, LocalGate, RedisGate
 from shared.replay.request import FillRequest
 from shared.replay.retry import Attempts, NoData, RetryPolicy
-from shared.replay.tardis import TardisSource, public_name
+from shared.replay.tardis import READ_TIMEOUT_S, TardisSource, public_name
 
 DEFAULT_RPS = {"tardis": 10.0, "archive": 0.0}
 _DEFAULT_RETRY = RetryPolicy()
@@ -40,6 +41,7 @@ class SourceSpec:
     limit: Limit
     policy: RetryPolicy
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    read_timeout_s: float = READ_TIMEOUT_S
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -49,7 +51,7 @@ def parse_source(text: str) -> SourceSpec:
         opts = {k: float(v) for k, v in parse_qsl(fragment, strict_parsing=bool(fragment))}
     except ValueError:
         raise UsageError(f"--replay-source {text!r}: options are name=number pairs after '#'") from None
-    unknown = set(opts) - {"rps", "weight", "tries", "backoff", "breaker", "cooldown"}
+    unknown = set(opts) - {"rps", "weight", "tries", "backoff", "breaker", "cooldown", "timeout"}
     if unknown:
         raise UsageError(f"--replay-source {text!r}: unknown option(s) {', '.join(sorted(unknown))}")
     parts = urlsplit(base)
@@ -73,7 +75,10 @@ def parse_source(text: str) -> SourceSpec:
         threshold=max(1, int(opts.get("breaker", _DEFAULT_BREAKER.threshold))),
         cooldown_s=opts.get("cooldown", _DEFAULT_BREAKER.cooldown_s),
     )
-    return SourceSpec(kind, location, name, limit, policy, breaker)
+    timeout = opts.get("timeout", READ_TIMEOUT_S)
+    if not timeout > 0:
+        raise UsageError(f"--replay-source {text!r}: timeout must be positive")
+    return SourceSpec(kind, location, name, limit, policy, breaker, timeout)
 
 
 class Source(Protocol):
@@ -108,7 +113,7 @@ GateFactory = Callable[[SourceSpec], Gate]
 def open_source(spec: SourceSpec, gates: GateFactory) -> Source:
     if spec.kind == "archive":
         return ArchiveSource(spec)
-    return TardisSource(spec.location, gates(spec), spec.policy)
+    return TardisSource(spec.location, gates(spec), spec.policy, read_timeout_s=spec.read_timeout_s)
 
 
 # Gates of the sources a process uses without a broker: one per source for the whole run.

@@ -29,10 +29,7 @@ from shared.replay.retry import Attempts, BadAnswer, NoData, RetryPolicy, call, 
 
 DAY_US = 86_400_000_000
 API_KEY_ENV = "RETAPE_TARDIS_API_KEY"
-# A minute's answer that takes longer than this in all (a body trickling in under the read
-# timeout) is given up on and asked again.
-MINUTE_DEADLINE_S = 120.0
-TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=30.0)
+READ_TIMEOUT_S = 30.0
 LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4)
 
 
@@ -78,8 +75,12 @@ class TardisSource:
         policy: RetryPolicy,
         api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
         self.name = public_name(base_url)
+        # A read that waits longer than this fails (and is tried again); so does a whole answer
+        # that takes four times as long (a body trickling in).
+        self.deadline_s = 4 * read_timeout_s
         self.gate = gate
         self.policy = policy
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
@@ -89,7 +90,7 @@ class TardisSource:
         self.client = httpx.Client(
             base_url=public_name(base_url),
             headers=headers,
-            timeout=TIMEOUT,
+            timeout=httpx.Timeout(connect=5.0, read=read_timeout_s, write=10.0, pool=30.0),
             limits=LIMITS,
             transport=transport,
             follow_redirects=False,
@@ -120,7 +121,7 @@ class TardisSource:
         try:
             with self.client.stream("GET", f"/v1/data-feeds/{exchange}", params=params) as response:
                 self._check(response)
-                return _read_minute(response, started)
+                return _read_minute(response, started, self.deadline_s)
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"{self.name}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -150,7 +151,7 @@ class TardisSource:
         raise BadAnswer(f"{self.name} answered HTTP {status}")
 
 
-def _read_minute(response: httpx.Response, started: float) -> list[Record]:
+def _read_minute(response: httpx.Response, started: float, deadline_s: float) -> list[Record]:
     """The records of one answer, read as it streams in: gunzipped when gzip (whatever the
     headers say), each line checked; a truncated gzip stream is a transient failure."""
     records: list[Record] = []
@@ -167,8 +168,8 @@ def _read_minute(response: httpx.Response, started: float) -> list[Record]:
             records.append(_record(line, line_no))
 
     for chunk in response.iter_raw():
-        if time.monotonic() - started > MINUTE_DEADLINE_S:
-            raise UpstreamTimeout(f"an answer took more than {MINUTE_DEADLINE_S:.0f} s")
+        if time.monotonic() - started > deadline_s:
+            raise UpstreamTimeout(f"an answer took more than {deadline_s:g} s")
         if first and chunk:
             first = False
             if chunk[:2] == GZIP_MAGIC:
