@@ -255,7 +255,8 @@ class _Auditor:
         self.timing = Timing(cfg.drift_ms)
         # What replay sources answered for this stream's gaps (None: no replay asked for).
         self.repairs: Repairs | None = None
-        self.applied_us: int | None = None  # receive time of the last message applied
+        # Receive time (exchange time where the format has none) of the last message applied.
+        self.applied_us: int | None = None
 
     def _find(self, fault: str, path: str, line: int, local_us: int | None, **detail: Any) -> None:
         r = self.result
@@ -703,8 +704,10 @@ class BookAuditor(_Auditor):
                 else:
                     self.crossed = False
         local = m.local_us
+        # Where the format has no receive times, the exchange's time tells a replay source where
+        # to look for a gap's messages.
+        self.applied_us = local if local is not None else m.exch_us
         if local is not None:
-            self.applied_us = local
             if self.last_local_us is None or local > self.last_local_us:
                 self.last_local_us = local
             sink = self.sink
@@ -851,8 +854,7 @@ class TradeAuditor(_Auditor):
         return False
 
     def _apply(self, t: TradeMsg, clock: bool = True) -> None:
-        if t.local_us is not None:
-            self.applied_us = t.local_us
+        self.applied_us = t.local_us if t.local_us is not None else t.exch_us
         if clock:
             self._clock(t.local_us, t.exch_us, t.path, t.line)
         if not is_valid_price(t.price) or classify_qty(t.qty) == INVALID:

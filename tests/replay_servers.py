@@ -6,6 +6,7 @@ a real capture those tests repair."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import threading
 import time
@@ -189,3 +190,122 @@ def env_without_key() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RETAPE_TARDIS_API_KEY", None)
     return env
+
+
+# -- a Binance REST server: trade history by id, weight headers, 429 and 418 ------------------
+
+
+class BinanceServer(ThreadingHTTPServer):
+    """``/api/v3|fapi/v1|dapi/v1 /historicalTrades`` from the trades of a real capture, with
+    Binance's weight accounting; it bans (418) whoever asks while a 429 it sent still holds."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        capture: Path,
+        weight: int = 25,
+        answer_429: int = 0,
+        retry_after: float = 1.0,
+        others_used: int = 0,
+    ) -> None:
+        super().__init__(("127.0.0.1", 0), _BinanceHandler)
+        self.rows = _trade_rows(capture)
+        self.weight = weight
+        self.others_used = others_used  # weight other clients of the same IP used this minute
+        self.used: dict[int, int] = {}
+        self.answer_429 = answer_429  # how many of the first requests get a 429
+        self.retry_after = retry_after
+        self.held_until = 0.0
+        self.seen: list[tuple[float, dict[str, str]]] = []
+        self.banned = 0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"binance+http://127.0.0.1:{self.server_address[1]}"
+
+    def minutes_seen(self) -> int:
+        """How many wall-clock minutes the weighed requests fell in."""
+        return len(self.used)
+
+
+def _trade_rows(capture: Path) -> list[dict[str, Any]]:
+    rows = []
+    with gzip.open(capture, "rb") as fh:
+        for line in fh:
+            _, _, raw = line.partition(b" ")
+            if b"@trade" not in raw[:40]:
+                continue
+            d = json.loads(raw)["data"]
+            rows.append(
+                {
+                    "id": d["t"],
+                    "price": d["p"],
+                    "qty": d["q"],
+                    "quoteQty": "0",
+                    "time": d["T"],
+                    "isBuyerMaker": d["m"],
+                    "isBestMatch": True,
+                }
+            )
+    rows.sort(key=lambda r: r["id"])
+    return rows
+
+
+class _BinanceHandler(BaseHTTPRequestHandler):
+    server: BinanceServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        s = self.server
+        url = urlsplit(self.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        now = time.monotonic()
+        with s.lock:
+            s.seen.append((now, q))
+            if now < s.held_until:
+                s.banned += 1
+                self._send(418, b'{"code":-1003,"msg":"banned"}', {"Retry-After": "120"})
+                return
+            if s.answer_429 > 0:
+                s.answer_429 -= 1
+                s.held_until = now + s.retry_after
+                self._send(
+                    429, b'{"code":-1003,"msg":"Too many requests"}', {"Retry-After": f"{s.retry_after:g}"}
+                )
+                return
+            minute = int(time.time() // 60)
+            # Other clients of the IP were busy in the first minute only.
+            s.used[minute] = s.used.get(minute, 0 if s.used else s.others_used) + s.weight
+            used = s.used[minute]
+        if not url.path.endswith("/historicalTrades"):
+            self._send(404, b'{"code":-1,"msg":"not here"}', {})
+            return
+        start, limit = int(q["fromId"]), int(q.get("limit", "500"))
+        rows = [r for r in s.rows if r["id"] >= start][:limit]
+        self._send(200, json.dumps(rows).encode(), {"X-MBX-USED-WEIGHT-1m": str(used)})
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def binance_server(capture: Path, **kwargs: Any) -> Iterator[BinanceServer]:
+    server = BinanceServer(capture, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -73,6 +73,8 @@ def test_report_has_exactly_the_contract_shape(audited: Path) -> None:
             "messages",
             "faults",
             "gaps",
+            "gaps_repaired",
+            "replayed_messages",
             "latency_ms",
             "unsafe",
             "unsafe_seconds",

@@ -20,6 +20,7 @@ import pytest
 from producers.cli import main
 from tests.replay_servers import (
     DATA,
+    binance_server,
     drop_every,
     holed_usdm,
     html,
@@ -291,6 +292,29 @@ def test_every_venue_with_ids_is_repaired_to_the_untouched_books(venue: str, tmp
     assert books(out) == books(out_full)
 
 
+def test_bybit_without_receive_times_asks_by_exchange_time(tmp_path: Path) -> None:
+    """The nautilus Bybit v5 capture has no receive times: the gap's messages are looked for
+    around the exchange's ``ts``, in an archive holding the same capture as Tardis raw lines."""
+    src = DATA / "nautilus" / "2024-12-01_XRPUSDT_ob500.data"
+    lines = src.read_bytes().splitlines(True)
+    full, holed = tmp_path / "full", tmp_path / "holed"
+    full.mkdir()
+    holed.mkdir()
+    with open(full / "bybit_XRPUSDT.txt", "wb") as out:
+        for line in lines:
+            ts = json.loads(line)["ts"]
+            out.write(
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1000)).encode()
+                + b".%03dZ " % (ts % 1000)
+                + line
+            )
+    (holed / src.name).write_bytes(b"".join(lines[:25] + lines[31:]))
+    report = audit(holed, tmp_path / "o", str(full))
+    (book,) = report["streams"]
+    assert book["faults"]["gap"] == 1 and book["gaps_repaired"] == 1 and book["replayed_messages"] == 6
+    assert book["integrity_score"] == 100.0
+
+
 def test_bitfinex_gaps_are_reported_as_not_fillable(tmp_path: Path) -> None:
     full, holed = tmp_path / "full", tmp_path / "holed"
     full.mkdir()
@@ -363,3 +387,60 @@ def test_the_default_command_repairs_with_just_the_flag(
         audit(holed, tmp_path / "one", server.url)
     for name in ("report.json", "audit/records.jsonl"):
         assert (tmp_path / "dist" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+# -- Binance REST trade history --------------------------------------------------------------
+
+SPOT = DATA / "hftbacktest" / "spot" / "btcusdt_20240808.gz"
+
+
+@pytest.fixture(scope="module")
+def spot_holed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The spot capture with 10 000 lines removed: a book gap and a trade gap of ~2400 ids."""
+    holed = tmp_path_factory.mktemp("spot") / "holed"
+    holed.mkdir()
+    with gzip.open(SPOT, "rb") as fh:
+        lines = fh.readlines()
+    with gzip.open(holed / SPOT.name, "wb") as out:
+        out.writelines(line for n, line in enumerate(lines) if not 15000 <= n < 25000)
+    return holed
+
+
+def test_binance_rest_fills_trade_gaps_page_by_page_and_says_why_not_books(
+    spot_holed: Path, tmp_path: Path
+) -> None:
+    with binance_server(SPOT) as server:
+        out = tmp_path / "out"
+        report = audit(spot_holed, out, server.url)
+    by = streams(report)
+    trades = by["trades"]
+    assert trades["gaps_repaired"] == 1 and trades["integrity_score"] == 100.0
+    missing = trades["gaps"][0]["missing"]
+    assert missing > 2000 and trades["replayed_messages"] == missing
+    assert len(server.seen) == -(-missing // 1000)  # pages of 1000
+    assert trades["gaps"][0]["source"] == "binance-rest:" + server.url.removeprefix("binance+")
+    book = by["book"]["gaps"][0]
+    assert (
+        book["repaired"] is False
+        and "no history of depth updates" in book["unrepaired"][trades["gaps"][0]["source"]]
+    )
+
+
+def test_binance_429_holds_every_request_off_and_never_draws_a_418(spot_holed: Path, tmp_path: Path) -> None:
+    with binance_server(SPOT, answer_429=1, retry_after=1.0) as server:
+        report = audit(spot_holed, tmp_path / "out", server.url + "#backoff=0.01")
+    assert streams(report)["trades"]["gaps_repaired"] == 1
+    assert server.banned == 0
+    assert server.seen[1][0] - server.seen[0][0] >= 1.0
+
+
+def test_binance_weight_header_near_the_budget_waits_for_the_next_minute(
+    spot_holed: Path, tmp_path: Path
+) -> None:
+    # Other clients of the IP used 2200 of the 2400 of this minute: after the first page
+    # Binance's count passes 90 %, so the next page waits for the minute to turn.
+    with binance_server(SPOT, others_used=2200) as server:
+        report = audit(spot_holed, tmp_path / "out", server.url + "#weight=2400")
+    assert streams(report)["trades"]["gaps_repaired"] == 1
+    # Every page after the first came in a later minute than the first one.
+    assert len(server.seen) >= 2 and server.minutes_seen() == 2 and server.banned == 0

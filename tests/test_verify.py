@@ -147,6 +147,7 @@ def test_the_manifest_covers_every_output_the_settings_the_version_and_the_input
         "reorder_window": 64,
         "book_interval_us": 1_000_000,
         "book_depth": 25,
+        "replay_sources": [],
     }
     assert m["retape_version"] == importlib.metadata.version("retape")
     assert set(m["inputs"]) == {str(inputs / name) for name in CAPTURES}

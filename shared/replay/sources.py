@@ -2,7 +2,10 @@
 
 - ``http://…`` / ``https://…``: a Tardis-compatible API (api.tardis.dev, or another
   machine's ``retape serve-archive``); its key comes from ``RETAPE_TARDIS_API_KEY``;
-- a directory (or ``file:///dir``): captures on this machine, read as ``serve-archive`` would.
+- a directory (or ``file:///dir``): captures on this machine, read as ``serve-archive`` would;
+- ``https://api.binance.com``, ``https://fapi.binance.com``, ``https://dapi.binance.com`` (or
+  any host as ``binance+http(s)://host``): Binance's REST trade history (trade gaps only);
+  its key, where an endpoint needs one, from ``RETAPE_BINANCE_API_KEY``.
 
 Options for a source ride in the URL's fragment, so one flag says everything about it:
 ``#rps=5`` (requests per second, shared by all workers), ``weight=1200`` (request weight per
@@ -22,13 +25,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from shared.errors import UsageError
 from shared.replay.archive import Archive, Wanted
+from shared.replay.binance_rest import BinanceRestSource, default_weight_budget, is_binance_rest
 from shared.replay.fill import Record
 from shared.replay.limits import BreakerPolicy, Gate, Limit, LocalGate, RedisGate
 from shared.replay.request import FillRequest
 from shared.replay.retry import Attempts, NoData, RetryPolicy
 from shared.replay.tardis import READ_TIMEOUT_S, TardisSource, public_name
 
-DEFAULT_RPS = {"tardis": 10.0, "archive": 0.0}
+DEFAULT_RPS = {"tardis": 10.0, "archive": 0.0, "binance": 10.0}
 _DEFAULT_RETRY = RetryPolicy()
 _DEFAULT_BREAKER = BreakerPolicy()
 
@@ -55,7 +59,11 @@ def parse_source(text: str) -> SourceSpec:
     if unknown:
         raise UsageError(f"--replay-source {text!r}: unknown option(s) {', '.join(sorted(unknown))}")
     parts = urlsplit(base)
-    if parts.scheme in ("http", "https"):
+    if is_binance_rest(base):
+        if not parts.hostname:
+            raise UsageError(f"--replay-source {text!r}: no host")
+        kind, location, name = "binance", base, "binance-rest:" + public_name(base.replace("binance+", "", 1))
+    elif parts.scheme in ("http", "https"):
         if not parts.hostname:
             raise UsageError(f"--replay-source {text!r}: no host")
         kind, location, name = "tardis", base, public_name(base)
@@ -67,7 +75,8 @@ def parse_source(text: str) -> SourceSpec:
         kind, name = "archive", f"archive:{location}"
     else:
         raise UsageError(f"--replay-source {text!r}: use an http(s) URL or a directory")
-    limit = Limit(opts.get("rps", DEFAULT_RPS[kind]), int(opts.get("weight", 0)))
+    weight = int(opts.get("weight", default_weight_budget(base) if kind == "binance" else 0))
+    limit = Limit(opts.get("rps", DEFAULT_RPS[kind]), weight)
     policy = RetryPolicy(
         tries=max(1, int(opts.get("tries", 30))), base_s=opts.get("backoff", _DEFAULT_RETRY.base_s)
     )
@@ -113,6 +122,15 @@ GateFactory = Callable[[SourceSpec], Gate]
 def open_source(spec: SourceSpec, gates: GateFactory) -> Source:
     if spec.kind == "archive":
         return ArchiveSource(spec)
+    if spec.kind == "binance":
+        return BinanceRestSource(
+            spec.name,
+            spec.location,
+            gates(spec),
+            spec.policy,
+            spec.limit.weight_per_minute,
+            read_timeout_s=spec.read_timeout_s,
+        )
     return TardisSource(spec.location, gates(spec), spec.policy, read_timeout_s=spec.read_timeout_s)
 
 
