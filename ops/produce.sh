@@ -12,7 +12,9 @@
 # submitted afresh.
 #
 # Environment: LANDING (/data), REPORTS (/out), PRODUCE_EVERY_S (3600), REDIS_URL;
-# PRODUCE_ONCE=1 makes one pass and exits 1 if a run failed; RETAPE_BIN (retape).
+# PRODUCE_ONCE=1 makes one pass and exits 1 if a run failed; RETAPE_BIN (retape);
+# RETAPE_REPLAY_SOURCES: replay sources for gaps, space-separated, tried in order (each one
+# `--replay-source`; the replay workers hold the keys).
 set -euo pipefail
 : "${LANDING:=/data}" "${REPORTS:=/out}" "${PRODUCE_EVERY_S:=3600}" "${RETAPE_BIN:=retape}"
 # SIGTERM: a `retape produce` running in the foreground finishes its job first (bash runs
@@ -34,6 +36,11 @@ publish_metrics() {
     fi
 }
 
+replay_args=()
+for source in ${RETAPE_REPLAY_SOURCES:-}; do
+    replay_args+=(--replay-source "$source")
+done
+
 one_pass() {
     local today dir day failed=0
     today=$(date -u +%Y-%m-%d)
@@ -43,7 +50,7 @@ one_pass() {
         [[ $day < $today ]] || continue
         [[ -e $REPORTS/$day/metrics.prom ]] && continue
         log "$day: producing"
-        if "$RETAPE_BIN" produce "$LANDING/$day" --out "$REPORTS/$day"; then
+        if "$RETAPE_BIN" produce "$LANDING/$day" --out "$REPORTS/$day" "${replay_args[@]}"; then
             log "$day: every segment is finished"
         else
             log "$day: retape produce failed; retried on the next pass"
