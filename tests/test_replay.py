@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -366,27 +368,91 @@ def test_serve_archive_serves_the_tardis_protocol(usdm: tuple[Path, Path, Path])
         proc.wait(10)
 
 
+@contextmanager
+def serve_archive(directory: Path) -> Iterator[str]:
+    """``retape serve-archive DIR --port 0`` as a user runs it; its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "serve-archive", str(directory), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert " on http://" in first, first + (proc.stderr.read() if proc.stderr else "")
+        yield first.split(" on ")[1].split("/v1/")[0]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_the_default_command_repairs_with_just_the_flag(
     usdm: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    """`retape audit CAPTURE --replay-source URL`: embedded broker, local workers, the replay
-    queue, the fan-in and the re-audit; the same bytes as in one process."""
-    full, holed, _ = usdm
-    with tardis_server(full) as server:
+    """`retape audit CAPTURE --replay-source URL` against `retape serve-archive`: embedded
+    broker, local workers, the replay queue, the fan-in and the re-audit; the same bytes as in
+    one process, and the books of the untouched capture."""
+    full, holed, out_full = usdm
+    with serve_archive(full) as url:
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-        started = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "producers.cli", "audit", str(holed), "--out", str(tmp_path / "dist"),
-             "--replay-source", server.url, "--no-progress"],
+             "--replay-source", url, "--no-progress"],
             env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert time.monotonic() - started < 300
         report = json.loads((tmp_path / "dist" / "report.json").read_text())
-        assert_repaired(report, server.url)
-        audit(holed, tmp_path / "one", server.url)
+        assert_repaired(report, url)
+        audit(holed, tmp_path / "one", url)
     for name in ("report.json", "audit/records.jsonl"):
         assert (tmp_path / "dist" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    assert books(tmp_path / "dist") == books(out_full)
+
+
+def test_the_tardis_client_runs_on_an_injected_transport() -> None:
+    """The transport is injectable (httpx.MockTransport): a 429 with Retry-After, then the minute."""
+    import httpx
+
+    from shared.model import StreamKey
+    from shared.replay.limits import Limit, LocalGate
+    from shared.replay.request import FillRequest
+    from shared.replay.retry import Attempts, RetryPolicy
+    from shared.replay.tardis import TardisSource
+
+    answers = [httpx.Response(429, headers={"Retry-After": "7"})]
+    line = b'2024-08-08T23:55:00.000001Z {"stream":"btcusdt@depth@0ms","data":{}}\n'
+    asked: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        if answers:
+            return answers.pop(0)
+        body = httpx.ByteStream(gzip.compress(line))  # a stream, as a network body is
+        return httpx.Response(200, stream=body, headers={"Content-Encoding": "gzip"})
+
+    clock = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    gate = LocalGate("mock", Limit(1000), clock=lambda: clock[0], sleep=sleep)
+    source = TardisSource(
+        "http://tardis.test", gate, RetryPolicy(), api_key="k", transport=httpx.MockTransport(handler)
+    )
+    req = FillRequest(
+        StreamKey("binance-futures", "BTCUSDT", "book"), "", 1, 5, 3, 1723161300000000, 1723161300000000
+    )
+    got = list(source.records(req, Attempts(source.name)))
+    assert got[0] == (1723161300000001, b'{"stream":"btcusdt@depth@0ms","data":{}}')
+    assert sum(slept) >= 7.0  # the Retry-After, exactly
+    first = asked[0]
+    assert first.url.path == "/v1/data-feeds/binance-futures"
+    assert first.url.params["from"] == "2024-08-08" and first.url.params["offset"] == str(23 * 60 + 54)
+    assert json.loads(first.url.params["filters"]) == [{"channel": "depth", "symbols": ["btcusdt"]}]
+    assert first.headers["Authorization"] == "Bearer k"
 
 
 # -- Binance REST trade history --------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_eight_processes_share_one_request_limit(redis_client: Any) -> None:
 def test_a_weight_budget_per_minute_paces_heavy_requests(redis_client: Any) -> None:
     # 1200 weight a minute at 5 a request: 4 requests a second, whatever the request limit.
     with counting_server() as server:
-        run_workers(server, f"test-{uuid.uuid4().hex}", 4, 6, rps=100, weight=1200, cost=5)
+        run_workers(server, f"test-{uuid.uuid4().hex}", 8, 3, rps=100, weight=1200, cost=5)
     arrivals = server.arrivals
     assert most_in_window(arrivals, 1.0) <= 4
     assert most_in_window(arrivals, 5.0) <= 20

@@ -26,9 +26,10 @@ from urllib.parse import parse_qsl, urlsplit
 from shared.errors import UsageError
 from shared.replay.archive import Archive, Wanted
 from shared.replay.binance_rest import BinanceRestSource, default_weight_budget, is_binance_rest
+from shared.replay.cache import MINUTES
 from shared.replay.fill import Record
 from shared.replay.limits import BreakerPolicy, Gate, Limit, LocalGate, RedisGate
-from shared.replay.request import FillRequest
+from shared.replay.request import MINUTE_US, FillRequest
 from shared.replay.retry import Attempts, NoData, RetryPolicy
 from shared.replay.tardis import READ_TIMEOUT_S, TardisSource, public_name
 
@@ -106,11 +107,17 @@ class ArchiveSource:
         self.archive = Archive(spec.location)
 
     def records(self, req: FillRequest, attempts: Attempts) -> Iterator[Record]:
-        start = req.minutes()
-        if not start:
+        minutes = req.minutes()
+        if not minutes:
             raise NoData("the gap spans more than an hour: not asked for")
-        wanted = [Wanted(req.key.channel, frozenset({req.key.symbol}))]
-        return self.archive.records(req.key.exchange, start[0], start[-1] + 60_000_000, wanted)
+        key = req.key
+        wanted = [Wanted(key.channel, frozenset({key.symbol}))]
+        for minute in minutes:
+
+            def read(m: int = minute) -> list[Record]:
+                return list(self.archive.records(key.exchange, m, m + MINUTE_US, wanted))
+
+            yield from MINUTES.get((self.name, key, minute), read)
 
     def close(self) -> None:
         pass

@@ -21,6 +21,7 @@ import orjson
 from shared.errors import AuthFailed, RateLimited, UpstreamTimeout, UpstreamUnavailable
 from shared.formats.lines import GZIP_MAGIC
 from shared.formats.timestamps import iso_to_us, us_to_iso
+from shared.replay.cache import MINUTES
 from shared.replay.channels import tardis_channels, tardis_symbol
 from shared.replay.fill import Record
 from shared.replay.limits import Gate
@@ -110,9 +111,9 @@ class TardisSource:
         symbol = tardis_symbol(key.exchange, key.symbol)
         filters = orjson.dumps([{"channel": c, "symbols": [symbol]} for c in channels]).decode()
         for minute in minutes:
-            yield from call(
-                self.gate, self.policy, partial(self._minute, key.exchange, minute, filters), attempts
-            )
+            one = partial(self._minute, key.exchange, minute, filters)
+            ask = partial(call, self.gate, self.policy, one, attempts)
+            yield from MINUTES.get((self.name, key.exchange, minute, filters), ask)
 
     def _minute(self, exchange: str, minute_us: int, filters: str) -> list[Record]:
         day, offset = minute_query(minute_us)
