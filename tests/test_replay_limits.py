@@ -136,20 +136,37 @@ def test_retry_after_holds_every_worker_off(redis_client: Any) -> None:
     assert time.monotonic() - started >= 0.95
 
 
+def test_a_hold_set_while_waiting_for_a_slot_still_comes_first(redis_client: Any) -> None:
+    name = f"test-{uuid.uuid4().hex}"
+    slow = RedisGate(redis_client, name, Limit(2))  # one request every ~0.53 s
+    other = RedisGate(redis_client, name, Limit(2))
+    slow.wait_turn()  # takes the first slot; the next one is ~0.53 s away
+
+    def hold_soon() -> None:
+        time.sleep(0.2)
+        other.hold_off(1.5)  # a 429 seen by another worker while this one waits for its slot
+
+    threading.Thread(target=hold_soon).start()
+    started = time.monotonic()
+    slow.wait_turn()
+    assert time.monotonic() - started >= 0.2 + 1.5 - 0.05
+
+
 def test_the_breaker_opens_after_repeated_failures_and_half_opens(redis_client: Any) -> None:
     name = f"test-{uuid.uuid4().hex}"
     policy = BreakerPolicy(threshold=3, cooldown_s=0.5)
     one = RedisGate(redis_client, name, Limit(100), policy)
     other = RedisGate(redis_client, name, Limit(100), policy)
-    assert not one.failed() and not other.failed()
-    assert other.failed()  # the third failure, whoever saw it, opens it for everyone
-    assert one.is_open() and other.is_open()
+    assert not one.failed("HTTP 500") and not other.failed("HTTP 502")
+    assert other.failed("HTTP 503")  # the third failure, whoever saw it, opens it for everyone
+    assert one.open_reason() == other.open_reason() == "HTTP 503"
     time.sleep(0.6)
-    assert not one.is_open()  # half open: one try may go
-    assert one.failed()  # and its failure opens it again at once
+    assert one.open_reason() is None  # half open: one try may go
+    assert one.failed("timed out")  # and its failure opens it again at once
+    assert other.open_reason() == "timed out"
     time.sleep(0.6)
     one.succeeded()
-    assert not other.failed() and not other.is_open()
+    assert not other.failed("HTTP 500") and other.open_reason() is None
 
 
 def test_the_in_process_gate_behaves_the_same() -> None:
@@ -168,6 +185,6 @@ def test_the_in_process_gate_behaves_the_same() -> None:
     before = clock[0]
     gate.wait_turn()
     assert clock[0] - before >= 2.0
-    assert not gate.failed() and gate.failed() and gate.is_open()
+    assert not gate.failed("a") and gate.failed("b") and gate.open_reason() == "b"
     clock[0] += 5.1
-    assert not gate.is_open() and gate.failed()
+    assert gate.open_reason() is None and gate.failed("c")

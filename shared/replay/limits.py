@@ -9,7 +9,7 @@ A :class:`Gate` is what a source client asks before each request:
   than its limit in any window;
 - ``hold_off(seconds)`` (a 429's ``Retry-After``, a Binance 418 ban, a weight header near its
   budget) pushes the source's next allowed time for every caller;
-- ``failed()`` / ``succeeded()`` drive the breaker: after ``threshold`` failures in a row it
+- ``failed(why)`` / ``succeeded()`` drive the breaker: after ``threshold`` failures in a row it
   opens for ``cooldown_s`` and callers move on to the next source; after the cooldown one
   request may try again (half open), and its failure opens the breaker at once.
 
@@ -66,13 +66,15 @@ class Gate(Protocol):
 
     def hold_off(self, seconds: float) -> None: ...
 
-    def failed(self) -> bool:
-        """Count a failure; True when the breaker is open after it."""
+    def failed(self, why: str) -> bool:
+        """Count a failure (``why``: what went wrong); True when the breaker is open after it."""
         ...
 
     def succeeded(self) -> None: ...
 
-    def is_open(self) -> bool: ...
+    def open_reason(self) -> str | None:
+        """While the breaker is open: the failure that opened it; else None."""
+        ...
 
 
 Sleep = Callable[[float], None]
@@ -101,6 +103,7 @@ class LocalGate:
         self._fails = 0
         self._open_until = 0.0
         self._tripped = False
+        self._reason = ""
 
     def wait_turn(self, weight: int = 1) -> None:
         while True:
@@ -127,7 +130,7 @@ class LocalGate:
         with self._lock:
             self._hold = max(self._hold, self.clock() + seconds)
 
-    def failed(self) -> bool:
+    def failed(self, why: str) -> bool:
         with self._lock:
             now = self.clock()
             self._fails += 1
@@ -135,6 +138,7 @@ class LocalGate:
                 self._tripped = True
                 self._fails = 0
                 self._open_until = now + self.breaker.cooldown_s
+                self._reason = why
             return self._open_until > now
 
     def succeeded(self) -> None:
@@ -142,9 +146,9 @@ class LocalGate:
             self._fails = 0
             self._tripped = False
 
-    def is_open(self) -> bool:
+    def open_reason(self) -> str | None:
         with self._lock:
-            return self._open_until > self.clock()
+            return self._reason if self._open_until > self.clock() else None
 
 
 # KEYS: request schedule, weight schedule, hold-until.  ARGV: request interval (µs), weight
@@ -180,7 +184,7 @@ end
 return until_
 """
 
-# KEYS: failures, open-until, tripped.  ARGV: threshold, cooldown (µs), ttl (ms).
+# KEYS: failures, open-until, tripped, reason.  ARGV: threshold, cooldown (µs), ttl (ms), why.
 # Returns 1 when the breaker is open after this failure.
 _FAILED = """
 local t = redis.call('TIME')
@@ -191,17 +195,28 @@ if redis.call('EXISTS', KEYS[3]) == 1 or fails >= tonumber(ARGV[1]) then
   redis.call('SET', KEYS[3], 1, 'PX', ARGV[3])
   redis.call('SET', KEYS[1], 0, 'PX', ARGV[3])
   redis.call('SET', KEYS[2], now + tonumber(ARGV[2]), 'PX', ARGV[3])
+  redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3])
 end
 local open_until = tonumber(redis.call('GET', KEYS[2]) or '0')
 if open_until > now then return 1 end
 return 0
 """
 
-_IS_OPEN = """
+# KEYS: open-until, reason.  The reason while the breaker is open, else false (nil).
+_OPEN_REASON = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local open_until = tonumber(redis.call('GET', KEYS[1]) or '0')
-if open_until > now then return 1 end
+if open_until > now then return redis.call('GET', KEYS[2]) or '' end
+return false
+"""
+
+# KEYS: hold-until.  How long a hold still lasts (µs, 0: none).
+_HELD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local hold = tonumber(redis.call('GET', KEYS[1]) or '0')
+if hold > now then return hold - now end
 return 0
 """
 
@@ -234,11 +249,13 @@ class RedisGate:
             "fails": f"{base}:fails",
             "open": f"{base}:open",
             "tripped": f"{base}:tripped",
+            "reason": f"{base}:reason",
         }
         self._reserve: Any = client.register_script(_RESERVE)
         self._hold: Any = client.register_script(_HOLD)
         self._failed: Any = client.register_script(_FAILED)
-        self._is_open: Any = client.register_script(_IS_OPEN)
+        self._open_reason: Any = client.register_script(_OPEN_REASON)
+        self._held: Any = client.register_script(_HELD)
 
     def wait_turn(self, weight: int = 1) -> None:
         k = self.keys
@@ -254,27 +271,35 @@ class RedisGate:
                     ],
                 )
             )
-            if wait_us >= 0:
-                if wait_us:
-                    self.sleep(wait_us / 1e6)
+            if wait_us == 0:
                 return
+            if wait_us > 0:
+                # A slot later on: a hold set meanwhile (another worker's 429) still comes first.
+                self.sleep(wait_us / 1e6)
+                held = int(self._held(keys=[k["hold"]]))
+                if not held:
+                    return
+                wait_us = -held
             self.sleep(-wait_us / 1e6)  # held off: then reserve afresh
 
     def hold_off(self, seconds: float) -> None:
         self._hold(keys=[self.keys["hold"]], args=[int(seconds * 1e6)])
 
-    def failed(self) -> bool:
+    def failed(self, why: str) -> bool:
         k = self.keys
         cooldown_us = int(self.breaker.cooldown_s * 1e6)
         return bool(
             self._failed(
-                keys=[k["fails"], k["open"], k["tripped"]],
-                args=[self.breaker.threshold, cooldown_us, STATE_TTL_MS],
+                keys=[k["fails"], k["open"], k["tripped"], k["reason"]],
+                args=[self.breaker.threshold, cooldown_us, STATE_TTL_MS, why],
             )
         )
 
     def succeeded(self) -> None:
         self.client.delete(self.keys["fails"], self.keys["tripped"])
 
-    def is_open(self) -> bool:
-        return bool(self._is_open(keys=[self.keys["open"]]))
+    def open_reason(self) -> str | None:
+        got = self._open_reason(keys=[self.keys["open"], self.keys["reason"]])
+        if got is None:
+            return None
+        return got.decode() if isinstance(got, bytes) else str(got)

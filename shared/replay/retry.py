@@ -95,9 +95,10 @@ def call(
     failures = 0
     last: str | None = None
     for _ in range(policy.tries):
-        if gate.is_open():
+        opened_by = gate.open_reason()
+        if opened_by is not None:
             attempts.note(0.0, "breaker_open")
-            raise SourceFailed(f"circuit open after repeated failures ({last or 'other workers saw them'})")
+            raise SourceFailed(f"{opened_by} (circuit breaker open)")
         gate.wait_turn(weight)
         started = time.monotonic()
         try:
@@ -112,9 +113,9 @@ def call(
             attempts.note(time.monotonic() - started, "failure")
             last = str(exc)
             failures += 1
-            if gate.failed():
+            if gate.failed(str(exc)):
                 attempts.note(0.0, "breaker_open")
-                raise SourceFailed(f"{exc}; circuit opened after repeated failures") from None
+                raise SourceFailed(f"{gate.open_reason() or exc} (circuit breaker open)") from None
             sleep(policy.backoff(failures, rng))
             continue
         except AuthFailed as exc:

@@ -72,6 +72,8 @@ def parse_source(text: str) -> SourceSpec:
         path = parts.path if parts.scheme == "file" else base
         if not os.path.isdir(path):
             raise UsageError(f"--replay-source {text!r}: not a URL or a directory")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise UsageError(f"--replay-source {text!r}: the directory is not readable (permission denied)")
         location = os.path.abspath(path)
         kind, name = "archive", f"archive:{location}"
     else:
