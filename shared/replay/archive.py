@@ -20,15 +20,21 @@ import orjson
 
 from shared.engine import probe_group
 from shared.exchanges import venue_for_file, venue_for_message, venue_for_url
-from shared.exchanges.base import Session, UnknownEvent
+from shared.exchanges.base import Session, UnknownEvent, Venue
+from shared.formats.detect import detect
+from shared.formats.lines import TruncatedInput
 from shared.formats.readers import READERS
 from shared.model import BookMsg, Disconnect, RawRecord, StreamKey
-from shared.planning import plan
+from shared.planning import expand_paths
 from shared.replay.channels import our_channel
 
 # Receive times in a capture can go back a little (merged connections): reading a file stops
 # this far past the end of the range asked for.
 SLACK_US = 5_000_000
+# Venues whose sessions learn from earlier messages how to read later ones (Kraken's and
+# Bitfinex's channel ids): every line before the range is read for them; for the others, lines
+# before the range are skipped unparsed.
+STATEFUL_VENUES = frozenset({"kraken", "bitfinex"})
 
 Record = tuple[int | None, bytes | None]  # (receive time, raw JSON); None: a disconnect
 
@@ -77,31 +83,31 @@ class ArchivedFile:
 
 
 class Archive:
-    """The captures under ``root`` (read once to learn their exchanges and start times)."""
+    """The captures under ``root``: the head of each is read once to learn its exchanges and
+    start time, again when the file changes (a capture still being written, one added)."""
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self._files: list[ArchivedFile] | None = None
+        self._known: dict[str, tuple[tuple[int, int], ArchivedFile | None]] = {}
         self._lock = threading.Lock()
 
     def files(self) -> list[ArchivedFile]:
         with self._lock:
-            if self._files is None:
-                self._files = self._index()
-            return self._files
-
-    def _index(self) -> list[ArchivedFile]:
-        job = plan([self.root])
-        found = []
-        for summary in job.inputs:
-            fmt = job.formats.get(summary.path)
-            if summary.error is not None or fmt is None or fmt not in READERS:
-                continue
-            head = probe_group([summary.path], job.formats)
-            exchanges = frozenset(k.exchange for k in head.keys)
-            if exchanges:
-                found.append(ArchivedFile(summary.path, fmt, exchanges, head.first_us))
-        return found
+            known: dict[str, tuple[tuple[int, int], ArchivedFile | None]] = {}
+            for entry in expand_paths([self.root]):
+                if entry.problem is not None:
+                    continue
+                try:
+                    st = os.stat(entry.path)
+                except OSError:
+                    continue
+                stamp = (st.st_size, st.st_mtime_ns)
+                before = self._known.get(entry.path)
+                known[entry.path] = (
+                    before if before and before[0] == stamp else (stamp, _index_one(entry.path))
+                )
+            self._known = known
+            return [f for _, f in known.values() if f is not None]
 
     def records(self, exchange: str, start_us: int, end_us: int, wanted: list[Wanted]) -> Iterator[Record]:
         """The raw messages of ``exchange`` received in ``[start_us, end_us)`` that feed a wanted
@@ -116,10 +122,36 @@ class Archive:
             yield record
 
 
+def _index_one(path: str) -> ArchivedFile | None:
+    try:
+        fmt = detect(path)
+    except (OSError, TruncatedInput):
+        return None  # not readable now: asked again when it changes
+    if fmt is None or fmt not in READERS:
+        return None
+    head = probe_group([path], {path: fmt})
+    exchanges = frozenset(k.exchange for k in head.keys)
+    return ArchivedFile(path, fmt, exchanges, head.first_us) if exchanges else None
+
+
+_ARCHIVES: dict[str, Archive] = {}
+_ARCHIVES_LOCK = threading.Lock()
+
+
+def archive_at(root: str) -> Archive:
+    """The archive of ``root``, one per process (its index is kept between fills)."""
+    with _ARCHIVES_LOCK:
+        found = _ARCHIVES.get(root)
+        if found is None:
+            found = _ARCHIVES[root] = Archive(root)
+        return found
+
+
 def _file_records(
     f: ArchivedFile, exchange: str, start_us: int, end_us: int, wanted: list[Wanted]
 ) -> Iterator[tuple[int, int, Record]]:
     session: Session | None = None
+    stateful = True  # until the venue is known: parse everything
     reader = READERS[f.fmt](f.path)
     close = getattr(reader, "close", None)
     order = 0
@@ -137,14 +169,18 @@ def _file_records(
                 continue
             if rec.kind != "json" or local is None:
                 continue
+            if local < start_us and not stateful:
+                continue  # before the range, and nothing in it shapes how later lines read
             try:
                 obj = orjson.loads(rec.raw)
             except orjson.JSONDecodeError:
                 continue
             if session is None:
-                session = _session(rec, obj)
-                if session is None:
+                venue = _venue(rec, obj)
+                if venue is None:
                     continue
+                session = venue.session(rec.url)
+                stateful = venue.name in STATEFUL_VENUES
             try:
                 events = session.parse(rec, obj)
             except (
@@ -176,7 +212,6 @@ def _served(ev: object, exchange: str, wanted: list[Wanted]) -> bool:
     return key.exchange == exchange and any(w.matches(key) for w in wanted)
 
 
-def _session(rec: RawRecord, obj: object) -> Session | None:
+def _venue(rec: RawRecord, obj: object) -> Venue | None:
     venue = (venue_for_url(rec.url) if rec.url else None) or venue_for_file(os.path.basename(rec.path))
-    venue = venue or venue_for_message(obj)
-    return venue.session(rec.url) if venue is not None else None
+    return venue or venue_for_message(obj)

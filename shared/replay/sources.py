@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.errors import UsageError
-from shared.replay.archive import Archive, Wanted
+from shared.replay.archive import Wanted, archive_at
 from shared.replay.binance_rest import BinanceRestSource, default_weight_budget, is_binance_rest
 from shared.replay.cache import MINUTES
 from shared.replay.fill import Record
@@ -106,7 +106,7 @@ class ArchiveSource:
 
     def __init__(self, spec: SourceSpec) -> None:
         self.name = spec.name
-        self.archive = Archive(spec.location)
+        self.archive = archive_at(spec.location)
 
     def records(self, req: FillRequest, attempts: Attempts) -> Iterator[Record]:
         minutes = req.minutes()
