@@ -18,7 +18,6 @@ Pure.  Rules (stated here because the ledger's ``derived`` values rest on them):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from shared.ledger.fragments import Fragment
@@ -45,6 +44,7 @@ class Observation:
     quote_asset: str | None = None
     quote_amount: Amount | None = None  # signed change of the quote balance (trades)
     quote_derived: bool = False  # computed as size * price, not read
+    price_derived: bool = False  # computed as sent / received (a tax-tool row), not read
     ids: dict[str, str] = field(default_factory=dict)
     address: str | None = None
     status: str | None = None
@@ -160,7 +160,8 @@ def _tax_row(o: Observation, f: dict[str, Any], problems: list[str]) -> Observat
         if r_asset and s_asset:
             o.market = f"{r_asset}/{s_asset}"
         if received.value:
-            o.price = Amount(sent.value / received.value if received.value else Decimal(0), True)
+            o.price = Amount(sent.value / received.value)
+            o.price_derived = True
     elif received is not None:
         o.type, o.asset, o.amount = "deposit", r_asset, received
     elif sent is not None:
