@@ -211,6 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="check the SHA-256 of the MANIFEST's inputs found at or under these files or directories",
     )
+    ledger = sub.add_parser(
+        "ledger",
+        help="rebuild account ledgers from fragments (exports, API logs, chain records, notes)",
+        description="Writes ledger.jsonl and ledger.csv (every field with its source, confidence and "
+        "fragments), balances.json at --cutoff, unresolved.jsonl, report.json and the audit records. "
+        "A fragment's account is its account field, else the name of the directory holding its file.",
+    )
+    ledger.add_argument("paths", nargs="+", metavar="PATH", help="fragment files or directories (recursed)")
+    ledger.add_argument(
+        "--out", default="retape-ledger", metavar="DIR", help="output directory (default ./retape-ledger)"
+    )
+    ledger.add_argument(
+        "--cutoff",
+        metavar="T",
+        help="balances as of this instant (ISO-8601 with a zone, or epoch microseconds; default "
+        "2022-11-11T00:00:00-05:00, the start of FTX's petition day in the court's zone)",
+    )
+    ledger.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
     serve = sub.add_parser(
         "serve-archive",
         help="serve a directory of captures through the Tardis-compatible replay API",
@@ -814,6 +833,43 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from shared.ledger.balances import FTX_PETITION_CUTOFF_US
+    from shared.ledger.outputs import write
+    from shared.ledger.reconstruct import reconstruct
+    from shared.ledger.values import iso_utc, parse_time
+    from shared.outdir import OutputDir
+
+    _check_paths(args.paths)
+    cutoff = FTX_PETITION_CUTOFF_US
+    if args.cutoff is not None:
+        when = parse_time(args.cutoff)
+        if when is None:
+            raise UsageError(f"--cutoff: not an ISO-8601 time or epoch microseconds: {args.cutoff!r}")
+        cutoff = when.us
+    from shared.signing import signing_key
+
+    signing_key()
+    out = os.path.abspath(args.out)
+    folder = OutputDir(out)
+    folder.check_writable()
+    with folder.lock():
+        result = reconstruct(list(args.paths), cutoff)
+        report = write(result, out, {"cutoff": iso_utc(cutoff)})
+    if not args.quiet:
+        unresolved = sum(report["unresolved"].values())
+        print(
+            f"{report['transactions']} transactions in {report['accounts']} account(s); balances at "
+            f"{report['cutoff']}; {unresolved} item(s) unresolved (unresolved.jsonl); "
+            f"{report['conflicting_fields']} field(s) with conflicting sources"
+        )
+        print(
+            f"results in {args.out}/ (ledger.jsonl, ledger.csv, balances.json, unresolved.jsonl, "
+            "report.json, audit/)"
+        )
+    return EXIT_OK
+
+
 def cmd_serve_archive(args: argparse.Namespace) -> int:
     from producers.archive_server import serve
 
@@ -834,6 +890,7 @@ COMMANDS = {
     "status": cmd_status,
     "verify": cmd_verify,
     "serve-archive": cmd_serve_archive,
+    "ledger": cmd_ledger,
 }
 
 

@@ -7,10 +7,9 @@ time, no host names, keys in a fixed order, so the same inputs give the same byt
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from collections.abc import Iterator, Mapping
-from typing import IO, Any
+from typing import Any
 
 from shared import manifest
 from shared.auditors import StreamResult
@@ -25,6 +24,7 @@ from shared.manifest import RECORDS_NAME as RECORDS_NAME
 from shared.metrics import METRICS_NAME, render
 from shared.model import FAULT_KINDS, Channel, Fault, Gap, Unsafe
 from shared.outdir import atomic_file, atomic_write
+from shared.records import write_chain
 from shared.signing import signing_key
 from shared.snapshots import BookRows, header
 from shared.verify import verify
@@ -197,19 +197,6 @@ def audit_records(outcome: AuditOutcome) -> Iterator[dict[str, Any]]:
         yield {"type": "summary", "stream": stream, "summary": summary}
 
 
-def _write_record(fh: IO[bytes], record: dict[str, Any]) -> str:
-    """Write one audit record as a line; return the SHA-256 of the line (without its newline)."""
-    digest = hashlib.sha256()
-
-    def write(data: bytes) -> None:
-        fh.write(data)
-        digest.update(data)
-
-    write_json(write, record, sort_keys=True)
-    fh.write(b"\n")
-    return digest.hexdigest()
-
-
 def write_outputs(
     outcome: AuditOutcome, out_dir: str, input_sizes: Mapping[str, int] | None = None
 ) -> dict[str, Any]:
@@ -223,15 +210,8 @@ def write_outputs(
     with atomic_file(os.path.join(out_dir, REPORT_NAME)) as fh:
         write_json(fh.write, report, indent=True)
         fh.write(b"\n")
-    prev = GENESIS
-    count = 0
     records_path = os.path.join(out_dir, AUDIT_DIR, RECORDS_NAME)
-    with atomic_file(records_path) as fh:
-        for seq, record in enumerate(audit_records(outcome)):
-            record["seq"] = seq
-            record["prev"] = prev
-            prev = _write_record(fh, record)
-            count += 1
+    count, prev = write_chain(records_path, audit_records(outcome))
     metrics_path = os.path.join(out_dir, METRICS_NAME)
     atomic_write(metrics_path, render(report, outcome.dead_letters, outcome.replay).encode())
     books = write_books(out_dir, outcome.books or BookRows())

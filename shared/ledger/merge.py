@@ -96,18 +96,28 @@ def merge(obs: Sequence[Observation], grouping: Grouping) -> list[Transaction]:
     for link in grouping.links:
         for i in (link.a, link.b):
             link_conf[i] = min(link_conf.get(i, 1.0), link.confidence)
+    strong: dict[int, set[int]] = {}
+    for link in grouping.links:
+        if link.confidence >= 1.0:
+            strong.setdefault(link.a, set()).add(link.b)
+            strong.setdefault(link.b, set()).add(link.a)
     out = []
     for members in grouping.groups:
         group = [obs[i] for i in members]
         weakest = min((link_conf.get(i, 1.0) for i in members), default=1.0) if len(members) > 1 else 1.0
-        how = "observed" if weakest >= 1.0 else "inferred"
         exchange = [o for o in group if o.type != "transfer"]
         main = exchange or group
+        # The core: the most direct record and whatever its ids or hashes prove is the same
+        # transaction.  A value the core gives is observed; one only records joined by amount,
+        # time or a partial id give is inferred (its confidence carries the link's).
+        anchor = max(members, key=lambda i: (obs[i].type != "transfer", _rank(obs[i]), -i))
+        core = _component(anchor, strong)
         tx = Transaction("", group[0].account, main[0].type)
         tx.fragments = sorted({o.fragment for o in group})
         for name in FIELDS:
             sources = group if name == "tx_hash" or not exchange else exchange
-            _settle(tx, name, sources, weakest, how)
+            core_ids = {obs[i].fragment for i in core}
+            _settle(tx, name, sources, core_ids, weakest)
         _quote(tx, main)
         tx.time_us = min((o.time.us for o in main if o.time is not None), default=None)
         tx.status = next((o.status for o in sorted(main, key=lambda o: -_rank(o)) if o.status), None)
@@ -117,7 +127,20 @@ def merge(obs: Sequence[Observation], grouping: Grouping) -> list[Transaction]:
     return out
 
 
-def _settle(tx: Transaction, name: str, sources: Sequence[Observation], weakest: float, how: str) -> None:
+def _component(start: int, strong: dict[int, set[int]]) -> set[int]:
+    seen = {start}
+    todo = [start]
+    while todo:
+        for j in strong.get(todo.pop(), ()):
+            if j not in seen:
+                seen.add(j)
+                todo.append(j)
+    return seen
+
+
+def _settle(
+    tx: Transaction, name: str, sources: Sequence[Observation], core: set[str], weakest: float
+) -> None:
     seen: list[tuple[str, bool, bool, Observation]] = []
     for o in sources:
         value, uncertain, assumed = _candidates(o, name)
@@ -125,9 +148,12 @@ def _settle(tx: Transaction, name: str, sources: Sequence[Observation], weakest:
             seen.append((value, uncertain, assumed, o))
     if not seen:
         return
-    certain = [s for s in seen if not s[1]]
+    from_core = [s for s in seen if s[3].fragment in core]
+    how = "observed" if from_core else "inferred"
+    base = from_core or seen
+    certain = [s for s in base if not s[1]]
     values = {s[0] for s in seen}
-    pool = certain or seen
+    pool = certain or base
     pool_values = {s[0] for s in pool}
     best = max(pool, key=lambda s: (_rank(s[3]), -sources.index(s[3])))
     chosen = best[0]
@@ -140,6 +166,8 @@ def _settle(tx: Transaction, name: str, sources: Sequence[Observation], weakest:
         confidence = 0.6
     else:
         confidence = 1.0
+    if how == "inferred":
+        confidence *= weakest
     if name == "time" and all(s[2] for s in seen if s[0] == chosen):
         confidence = min(confidence, 0.8)
     if len(values) > 1:
@@ -152,7 +180,7 @@ def _settle(tx: Transaction, name: str, sources: Sequence[Observation], weakest:
         source = "derived" if how == "observed" else how  # by the rule in shared.ledger.observe
         confidence = min(confidence, 0.99)
     tx.values[name] = chosen
-    tx.provenance[name] = Provenance(source, confidence * weakest, supporters)
+    tx.provenance[name] = Provenance(source, confidence, supporters)
 
 
 def _quote(tx: Transaction, main: Sequence[Observation]) -> None:

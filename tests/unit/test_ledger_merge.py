@@ -108,8 +108,14 @@ def test_one_trade_from_three_systems(tmp_path: Path) -> None:
     # The export and the API log share the id; the tax-tool row (no id) joined by amount and time.
     assert set(trade.fragments) == {"fills.csv:2", "api.jsonl:1", "koinly.csv:2"}
     prov = row["provenance"]
-    assert prov["amount"]["source"] == "inferred" and prov["amount"]["confidence"] == 0.9
-    # The tax tool's time is a second later: a conflict kept side by side, the API's time chosen.
+    assert prov["amount"] == {
+        "source": "observed",
+        "confidence": 1.0,
+        "fragments": ["api.jsonl:1", "fills.csv:2", "koinly.csv:2"],
+    }
+    # The tax tool's time is a second later: a conflict kept side by side, the API's time chosen
+    # (the two records the id proves agree on it: 0.9, not 0.5).
+    assert prov["time"]["confidence"] == 0.9
     assert [c["value"] for c in row["conflicts"]["time"]] == [
         "2022-11-07T10:15:02.000000Z",
         "2022-11-07T10:15:03.000000Z",
@@ -123,7 +129,12 @@ def test_partial_ids_and_conflicting_amounts(tmp_path: Path) -> None:
     row = deposit.as_json()
     assert deposit.fragments == ["api.jsonl:2", "deposits.csv:2"]
     assert row["amount"] == "5000.5"  # the API log is the more direct source
-    assert row["provenance"]["amount"]["confidence"] == 0.4  # a conflict (0.5) joined by a partial id (0.8)
+    # The API log gives it (observed); the export, joined by a partial id, disagrees: 0.9.
+    assert row["provenance"]["amount"] == {
+        "source": "observed",
+        "confidence": 0.9,
+        "fragments": ["api.jsonl:2"],
+    }
     assert row["conflicts"]["amount"] == [
         {"value": "5000", "fragments": ["deposits.csv:2"]},
         {"value": "5000.5", "fragments": ["api.jsonl:2"]},
@@ -135,7 +146,7 @@ def test_a_withdrawal_meets_its_chain_transfer_net_of_fee(tmp_path: Path) -> Non
     w = [t for t in txs if t.type == "withdrawal" and t.values.get("tx_hash") == "h1"]
     assert len(w) == 1
     row = w[0].as_json()
-    assert row["amount"] == "-0.15" and row["provenance"]["amount"]["confidence"] == 0.6 * 0.7
+    assert row["amount"] == "-0.15" and row["provenance"]["amount"]["confidence"] == 0.6  # "0.15?"
     assert row["provenance"]["tx_hash"] == {
         "source": "inferred",
         "confidence": 0.7,
@@ -154,7 +165,7 @@ def test_balances_at_the_petition_cutoff(tmp_path: Path) -> None:
     assert got["BTC"]["amount"] == "0.9995"
     # USD: +5000.5 deposited, -3075.225 paid, -0.615 fee.
     assert got["USD"]["amount"] == "1924.66"
-    assert 0 < got["BTC"]["inferred_share"] < 1
+    assert got["BTC"]["inferred_share"] == got["USD"]["inferred_share"] == 0.0  # every amount observed
     assert txs == sorted(txs, key=lambda t: (t.account, t.time_us, t.id))
 
 

@@ -1,0 +1,160 @@
+"""The deterministic ledger of a set of fragment files: read, observe, correlate, merge, and
+say what was left unresolved.  Reads the files it is given; no network, no broker."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.ledger.balances import balances
+from shared.ledger.fragments import Fragment, Problem, read_fragments
+from shared.ledger.merge import Transaction, build
+from shared.ledger.observe import Observation, observe
+from shared.planning import expand_paths, shown_path
+
+# Fragment files larger than this are refused (a fragment set is exports and logs, not captures).
+MAX_FILE_BYTES = 256 << 20
+
+
+@dataclass(slots=True)
+class Input:
+    path: str
+    sha256: str = ""
+    size: int = 0
+    records: int = 0  # fragments read from it
+    problems: int = 0
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "fragments": self.records,
+            "problems": self.problems,
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(slots=True)
+class LedgerResult:
+    inputs: list[Input]
+    transactions: list[Transaction]
+    balances: dict[str, Any]
+    unresolved: list[dict[str, Any]]
+    notes: list[Fragment]
+    observations: list[Observation]
+    problems: list[Problem] = field(default_factory=list)
+    cutoff_us: int = 0
+
+
+def reconstruct(paths: Sequence[str], cutoff_us: int) -> LedgerResult:
+    inputs: list[Input] = []
+    fragments: list[Fragment] = []
+    problems: list[Problem] = []
+    for entry in expand_paths(paths):
+        item = Input(shown_path(entry.path))
+        inputs.append(item)
+        if entry.problem is not None:
+            item.error = entry.problem
+            continue
+        try:
+            size = os.path.getsize(entry.path)
+            if size > MAX_FILE_BYTES:
+                item.error = f"larger than {MAX_FILE_BYTES >> 20} MB: not a fragment file"
+                continue
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            item.error = f"cannot read: {exc.strerror or exc}"
+            continue
+        item.size = len(data)
+        item.sha256 = hashlib.sha256(data).hexdigest()
+        got, bad = read_fragments(entry.path, data)
+        item.records = len(got)
+        item.problems = len(bad)
+        fragments += got
+        problems += bad
+    observations = [o for f in fragments for o in observe(f)]
+    notes = [f for f in fragments if f.kind is None]
+    transactions, grouping, ordered = build(observations)
+    unresolved = _unresolved(notes, grouping.ambiguous, ordered, transactions, problems)
+    return LedgerResult(
+        inputs,
+        transactions,
+        balances(transactions, cutoff_us),
+        unresolved,
+        notes,
+        ordered,
+        problems,
+        cutoff_us,
+    )
+
+
+def _unresolved(
+    notes: list[Fragment],
+    ambiguous: list[tuple[int, list[int], str]],
+    obs: list[Observation],
+    transactions: list[Transaction],
+    problems: list[Problem],
+) -> list[dict[str, Any]]:
+    """Everything the deterministic stage could not settle, each with its reason."""
+    out: list[dict[str, Any]] = []
+    for note in notes:
+        out.append(
+            {
+                "kind": "note",
+                "account": note.account,
+                "fragments": [note.id],
+                "text": note.text,
+                "reason": "free text: read only by the LLM stage (RETAPE_LLM_BASE_URL is not set)",
+            }
+        )
+    for i, candidates, why in ambiguous:
+        out.append(
+            {
+                "kind": "ambiguous_match",
+                "account": obs[i].account,
+                "fragments": [obs[i].fragment],
+                "candidates": sorted({obs[j].fragment for j in candidates}),
+                "reason": why,
+            }
+        )
+    for o in obs:
+        if o.problems:
+            out.append(
+                {
+                    "kind": "unreadable_values",
+                    "account": o.account,
+                    "fragments": [o.fragment],
+                    "reason": "; ".join(o.problems),
+                }
+            )
+    for tx in transactions:
+        if tx.time_us is None:
+            out.append(
+                {
+                    "kind": "no_time",
+                    "account": tx.account,
+                    "fragments": tx.fragments,
+                    "reason": f"{tx.id} has no time: not in any balance",
+                }
+            )
+    for p in problems:
+        out.append(
+            {
+                "kind": "unreadable_record",
+                "account": None,
+                "fragments": [f"{os.path.basename(p.path)}:{p.line}"],
+                "path": p.path,
+                "line": p.line,
+                "reason": p.reason,
+            }
+        )
+    out.sort(key=lambda u: (str(u.get("account")), u["kind"], u["fragments"]))
+    return out
