@@ -5,7 +5,8 @@ placed and does not count; it is listed as unresolved by whoever builds the ledg
 changes: its ``amount`` of ``asset``; a trade also its quote leg (observed ``total``, else
 size * price: derived); a trade's or withdrawal's ``fee`` of ``fee_asset``.  A deposit's fee is
 informational (the amount is what was credited); a failed or cancelled deposit or withdrawal
-changes nothing.
+changes nothing; a chain transfer no exchange record claims changes nothing either (the chain
+is not the exchange account: it is listed as unresolved).
 
 The default cutoff is FTX's petition date, 2022-11-11, taken at 00:00 US Eastern time (EST,
 UTC-5), i.e. 2022-11-11T05:00:00Z: the Chapter 11 petitions were filed in the District of
@@ -28,10 +29,11 @@ NOT_SETTLED = frozenset({"failed", "cancelled", "canceled", "rejected", "pending
 
 
 def _dec(value: Any) -> Decimal | None:
+    """A ledger decimal (``0.15``, or ``0.15?`` where every source marked it uncertain)."""
     if value is None:
         return None
     try:
-        return Decimal(str(value))
+        return Decimal(str(value).rstrip("?"))
     except ArithmeticError:
         return None
 
@@ -63,7 +65,7 @@ def balances(transactions: Iterable[Transaction], cutoff_us: int) -> dict[str, A
             return any(n in prov and prov[n].source in ("inferred", "llm") for n in names)
 
         v = tx.values
-        if tx.type in ("trade", "deposit", "withdrawal", "funding", "transfer", "fee"):
+        if tx.type in ("trade", "deposit", "withdrawal", "funding", "fee"):
             add(tx.account, v.get("asset"), _dec(v.get("amount")), guessed("amount", "asset"))
         if tx.type == "trade":
             add(tx.account, tx.quote_asset, tx.quote_amount, guessed("amount", "price", "size"))

@@ -15,15 +15,16 @@ order of strength, each with the confidence it lends the match:
 5. amount and time between sources without ids (a tax-tool row and an export row): same account,
    type, asset and amount, times within :data:`SAME_TIME_US`, exactly one candidate: 0.9.
 
-Anything that fits more than one candidate is not linked: it stays its own transaction, and the
-ambiguity is reported, never resolved silently.
+Anything that fits more than one candidate is not linked, and the ambiguity is reported, never
+resolved silently: a record with ids stays its own transaction; a record without ids (rule 5),
+which can only be a copy of one of them, is set aside (in no transaction, no balance).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.ledger.observe import Observation
 
@@ -46,6 +47,9 @@ class Grouping:
     groups: list[list[int]]  # indexes of observations, each group sorted, groups in first-index order
     links: list[Link]
     ambiguous: list[tuple[int, list[int], str]]  # (observation, candidates, why none was chosen)
+    # Records without ids that copy one of several transactions, none provably: they are kept out
+    # of the ledger (else a transaction would count twice) and listed with their candidates.
+    set_aside: list[int] = field(default_factory=list)
 
 
 def partial_id(value: str) -> str | None:
@@ -78,6 +82,7 @@ def correlate(obs: Sequence[Observation]) -> Grouping:
     u = _Union(n)
     links: list[Link] = []
     ambiguous: list[tuple[int, list[int], str]] = []
+    set_aside: list[int] = []
 
     def link(a: int, b: int, how: str, confidence: float) -> None:
         if u.find(a) != u.find(b):
@@ -155,13 +160,18 @@ def correlate(obs: Sequence[Observation]) -> Grouping:
             if len(groups) == 1:
                 link(i, close[0], "proximity", 0.9)
             elif len(groups) > 1:
-                ambiguous.append((i, close, f"{len(groups)} records fit its amount and time"))
+                ambiguous.append(
+                    (i, close, f"{len(groups)} records fit its amount and time: left out of the ledger")
+                )
+                set_aside.append(i)
 
     buckets: dict[int, list[int]] = defaultdict(list)
+    aside = set(set_aside)
     for i in range(n):
-        buckets[u.find(i)].append(i)
+        if i not in aside:
+            buckets[u.find(i)].append(i)
     grouped = [sorted(m) for _, m in sorted(buckets.items())]
-    return Grouping(grouped, sorted(links, key=lambda k: (k.a, k.b)), ambiguous)
+    return Grouping(grouped, sorted(links, key=lambda k: (k.a, k.b)), ambiguous, sorted(aside))
 
 
 def _chain_fits(o: Observation, t: Observation) -> bool:

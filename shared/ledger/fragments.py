@@ -52,9 +52,11 @@ def account_of(path: str, fields: dict[str, Any]) -> str:
     return os.path.basename(os.path.dirname(os.path.abspath(path))) or "unknown"
 
 
-def read_fragments(path: str, data: bytes) -> tuple[list[Fragment], list[Problem]]:
-    """The fragments of one file (``data`` is its content) and the records that could not be read."""
-    name = os.path.basename(path)
+def read_fragments(path: str, data: bytes, name: str | None = None) -> tuple[list[Fragment], list[Problem]]:
+    """The fragments of one file (``data`` is its content) and the records that could not be
+    read.  ``name`` (default: the file's name) starts every fragment id: give the path relative
+    to the inputs' root, so that ids are unique across account directories."""
+    name = name or os.path.basename(path)
     text = data.decode("utf-8-sig", errors="replace")
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")):

@@ -2,8 +2,8 @@
 
 Pure.  For each field the candidates are the values the group's observations give:
 
-- all agree: ``observed``, confidence 1 (0.6 when every source marked it uncertain, 0.8 for a
-  time none of whose sources named a zone), times the weakest link that joined the group;
+- all agree: ``observed``, confidence 1 (0.6 when every source marked it uncertain, and the
+  value keeps the mark: ``0.15?``; 0.8 for a time none of whose sources named a zone);
 - certain sources agree and uncertain ones differ: the certain value, 0.9, the others listed in
   ``conflicts``;
 - certain sources disagree: the value of the most direct source (an API log over an export over
@@ -170,6 +170,8 @@ def _settle(
         confidence *= weakest
     if name == "time" and all(s[2] for s in seen if s[0] == chosen):
         confidence = min(confidence, 0.8)
+    if all(s[1] for s in seen if s[0] == chosen):
+        chosen += "?"  # every source of it marked it uncertain: the ledger says so too
     if len(values) > 1:
         tx.conflicts[name] = [
             {"value": v, "fragments": sorted({s[3].fragment for s in seen if s[0] == v})}

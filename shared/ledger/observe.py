@@ -9,8 +9,9 @@ Pure.  Rules (stated here because the ledger's ``derived`` values rest on them):
 - a deposit adds ``amount`` (the amount credited: a deposit's fee is kept, not taken again), a
   withdrawal takes ``amount`` away and its ``fee`` besides;
 - FTX funding ``payment`` is what the account paid, in USD: the balance changes by ``-payment``;
-- a tax-tool row with both legs is a trade (base: the received currency), with one leg a
-  deposit or a withdrawal;
+- a tax-tool row with both legs is a trade whose quote is the fiat or stablecoin leg (receiving
+  it is a sale of the other asset; else a purchase of the received one), with one leg a deposit
+  or a withdrawal;
 - a chain record is a transfer as the chain shows it (it proves a deposit or withdrawal, it is
   not one by itself).
 """
@@ -25,6 +26,10 @@ from shared.ledger.schemas import Kind
 from shared.ledger.values import Amount, Instant, normalize_asset, parse_amount, parse_market, parse_time
 
 ID_FIELDS = ("id", "trade_id", "order_id", "tx_hash")
+# Assets a tax-tool row's other leg is priced in (its quote).
+QUOTE_ASSETS = frozenset(
+    {"USD", "USDT", "USDC", "BUSD", "TUSD", "EUR", "GBP", "JPY", "AUD", "CAD", "BRZ", "TRYB"}
+)
 
 
 @dataclass(slots=True)
@@ -154,13 +159,20 @@ def _tax_row(o: Observation, f: dict[str, Any], problems: list[str]) -> Observat
     s_asset = normalize_asset(f.get("sent_asset"))
     if received is not None and sent is not None:
         o.type = "trade"
-        o.side = "buy"
-        o.asset, o.amount, o.size = r_asset, received, received
-        o.quote_asset, o.quote_amount = s_asset, _neg(sent)
-        if r_asset and s_asset:
-            o.market = f"{r_asset}/{s_asset}"
-        if received.value:
-            o.price = Amount(sent.value / received.value)
+        # The quote is the fiat or stablecoin leg: receiving it is a sale of the other one.
+        selling = r_asset in QUOTE_ASSETS and s_asset not in QUOTE_ASSETS
+        (b_asset, b_amount), (q_asset, q_amount) = (
+            ((s_asset, sent), (r_asset, received)) if selling else ((r_asset, received), (s_asset, sent))
+        )
+        o.side = "sell" if selling else "buy"
+        o.asset, o.size = b_asset, b_amount
+        o.amount = _neg(b_amount) if selling else b_amount
+        o.quote_asset = q_asset
+        o.quote_amount = q_amount if selling else _neg(q_amount)
+        if b_asset and q_asset:
+            o.market = f"{b_asset}/{q_asset}"
+        if b_amount.value:
+            o.price = Amount(q_amount.value / b_amount.value)
             o.price_derived = True
     elif received is not None:
         o.type, o.asset, o.amount = "deposit", r_asset, received

@@ -57,6 +57,7 @@ def reconstruct(paths: Sequence[str], cutoff_us: int) -> LedgerResult:
     inputs: list[Input] = []
     fragments: list[Fragment] = []
     problems: list[Problem] = []
+    root = _root(paths)
     for entry in expand_paths(paths):
         item = Input(shown_path(entry.path))
         inputs.append(item)
@@ -75,7 +76,7 @@ def reconstruct(paths: Sequence[str], cutoff_us: int) -> LedgerResult:
             continue
         item.size = len(data)
         item.sha256 = hashlib.sha256(data).hexdigest()
-        got, bad = read_fragments(entry.path, data)
+        got, bad = read_fragments(entry.path, data, _name(entry.path, root))
         item.records = len(got)
         item.problems = len(bad)
         fragments += got
@@ -94,6 +95,18 @@ def reconstruct(paths: Sequence[str], cutoff_us: int) -> LedgerResult:
         problems,
         cutoff_us,
     )
+
+
+def _root(paths: Sequence[str]) -> str:
+    """The directory fragment ids are named from: the inputs' common directory."""
+    full = [os.path.abspath(p) for p in paths]
+    common = os.path.commonpath(full) if full else os.getcwd()
+    return common if os.path.isdir(common) else os.path.dirname(common)
+
+
+def _name(path: str, root: str) -> str:
+    rel = os.path.relpath(os.path.abspath(path), root)
+    return rel.replace(os.sep, "/") if not rel.startswith("..") else os.path.basename(path)
 
 
 def _unresolved(
@@ -136,6 +149,15 @@ def _unresolved(
                 }
             )
     for tx in transactions:
+        if tx.type == "transfer":
+            out.append(
+                {
+                    "kind": "unmatched_chain_transfer",
+                    "account": tx.account,
+                    "fragments": tx.fragments,
+                    "reason": "a chain transfer that no deposit or withdrawal claims: in no balance",
+                }
+            )
         if tx.time_us is None:
             out.append(
                 {

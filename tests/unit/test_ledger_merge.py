@@ -146,7 +146,7 @@ def test_a_withdrawal_meets_its_chain_transfer_net_of_fee(tmp_path: Path) -> Non
     w = [t for t in txs if t.type == "withdrawal" and t.values.get("tx_hash") == "h1"]
     assert len(w) == 1
     row = w[0].as_json()
-    assert row["amount"] == "-0.15" and row["provenance"]["amount"]["confidence"] == 0.6  # "0.15?"
+    assert row["amount"] == "-0.15?" and row["provenance"]["amount"]["confidence"] == 0.6  # as written
     assert row["provenance"]["tx_hash"] == {
         "source": "inferred",
         "confidence": 0.7,

@@ -1,0 +1,280 @@
+"""Fragment sets generated from a known ledger, so the ledger's accuracy is measured, not assumed.
+
+The trades are FTX's own: markets, prices, sizes, sides and times of the trades in the
+cryptofeed FTX captures in tests/data (2021), assigned to accounts.  Deposits and withdrawals
+are sized from the same prices.  Each true transaction is written by one or more systems, the
+way an FTX account's records survive: the fills export, the API's /fills log, a tax tool's
+export (no ids, another zone), deposit and withdrawal exports (ids sometimes cut short,
+amounts sometimes marked uncertain, hashes sometimes missing), the API's wallet logs, chain
+records (withdrawals net of their fee, minutes later), funding payments.  Every fragment knows
+which true transaction it came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from shared.ledger.values import format_decimal, iso_utc, parse_time
+
+DATA = Path(__file__).parent / "data"
+
+
+@dataclass
+class Truth:
+    id: str
+    account: str
+    type: str
+    time_us: int
+    asset: str
+    amount: Decimal
+    fee: Decimal | None = None
+    fee_asset: str | None = None
+    market: str | None = None
+    side: str | None = None
+    price: Decimal | None = None
+    size: Decimal | None = None
+    tx_hash: str | None = None
+    written: set[str] = field(default_factory=set)  # fields some fragment carries
+
+    def value(self, name: str) -> str | None:
+        if name == "time":
+            return iso_utc(self.time_us)
+        v = getattr(self, name)
+        if isinstance(v, Decimal):
+            return format_decimal(v)
+        return v
+
+
+def ftx_trades() -> list[dict[str, Any]]:
+    """Every trade of the cryptofeed FTX captures, as FTX sent it."""
+    out = []
+    for path in sorted(DATA.glob("cryptofeed_ftx*/FTX*.ws.*.0")):
+        for line in path.read_bytes().splitlines():
+            if b'"trades"' not in line or b'"update"' not in line:
+                continue
+            _, _, raw = line.partition(b": ")
+            msg = json.loads(raw)
+            for t in msg.get("data") or []:
+                out.append({"market": msg["market"], **t})
+    return out
+
+
+def _csv(header: list[str], rows: list[list[Any]], delimiter: str = ",") -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _d(x: Any) -> Decimal:
+    return Decimal(repr(x)) if isinstance(x, float) else Decimal(str(x))
+
+
+def generate(seed: int = 7, accounts: int = 4) -> tuple[list[Truth], dict[str, bytes], dict[str, str]]:
+    """(the true ledger, the fragment files by relative path, fragment id -> true transaction id)."""
+    rng = random.Random(seed)
+    trades = ftx_trades()
+    truth: list[Truth] = []
+    files: dict[str, dict[str, list[Any]]] = {}
+    origin: dict[str, str] = {}
+    names = [f"acct{n}" for n in range(accounts)]
+
+    def add(account: str, fname: str, row: Any, tid: str, line_of: str = "csv") -> None:
+        rows = files.setdefault(f"{account}/{fname}", {"rows": []})["rows"]
+        rows.append(row)
+        line = len(rows) + 1 if line_of == "csv" else len(rows)
+        origin[f"{account}/{fname}:{line}"] = tid
+
+    for k, t in enumerate(trades):
+        account = names[k % accounts]
+        when = parse_time(t["time"])
+        assert when is not None
+        price, size = _d(t["price"]), _d(t["size"])
+        side = t["side"]
+        market = t["market"]
+        base = market if "/" not in market else market.split("/")[0]
+        fee = (price * size * Decimal("0.0007")).quantize(Decimal("0.00000001"))
+        tid = f"trade:{t['id']}"
+        tr = Truth(
+            tid,
+            account,
+            "trade",
+            when.us,
+            base,
+            size if side == "buy" else -size,
+            fee,
+            "USD",
+            market,
+            side,
+            price,
+            size,
+        )
+        truth.append(tr)
+        written = False
+        if rng.random() < 0.8:
+            fee_text = format_decimal(fee) if rng.random() < 0.9 else ""
+            add(
+                account,
+                "fills.csv",
+                [
+                    t["id"],
+                    t["time"],
+                    market,
+                    side,
+                    "Limit",
+                    format_decimal(size),
+                    format_decimal(price),
+                    "",
+                    fee_text,
+                    "USD",
+                ],
+                tid,
+            )
+            tr.written |= {"time", "market", "side", "size", "price", "amount", "asset", "fee_asset"} | (
+                {"fee"} if fee_text else set()
+            )
+            written = True
+        if rng.random() < 0.5 or not written:
+            row = {
+                "id": t["id"],
+                "market": market,
+                "side": side,
+                "price": format_decimal(price),
+                "size": format_decimal(size),
+                "time": t["time"],
+                "orderId": 10_000 + k,
+                "tradeId": 90_000 + k,
+                "fee": format_decimal(fee),
+                "feeCurrency": "USD",
+            }
+            add(
+                account,
+                "api_fills.jsonl",
+                {"request": {"path": "/fills"}, "response": {"success": True, "result": [row]}},
+                tid,
+                "jsonl",
+            )
+            tr.written |= {"time", "market", "side", "size", "price", "amount", "asset", "fee", "fee_asset"}
+        if "/" in market and rng.random() < 0.3:
+            quote = market.split("/")[1]
+            local = iso_utc(when.us + 8 * 3_600_000_000).replace("T", " ")[:19] + " +08:00"
+            received, sent = (
+                ((size, base), (price * size, quote))
+                if side == "buy"
+                else ((price * size, quote), (size, base))
+            )
+            add(
+                account,
+                "tax_export.csv",
+                [local, format_decimal(received[0]), received[1], format_decimal(sent[0]), sent[1], "", ""],
+                tid,
+            )
+
+    for account in names:
+        for n in range(6):
+            price = _d(rng.choice(trades)["price"])
+            asset = rng.choice(["BTC", "ETH", "USD"])
+            amount = (
+                (Decimal(rng.randint(1, 400)) / Decimal(100))
+                if asset != "USD"
+                else Decimal(rng.randint(100, 50_000))
+            )
+            when_us = 1_626_900_000_000_000 + rng.randint(0, 10**11)
+            txh = f"0x{rng.getrandbits(64):016x}"
+            kind = "deposit" if n % 2 == 0 else "withdrawal"
+            ident = f"{kind[0].upper()}-{account}-{n}-{rng.randint(1000, 9999)}"
+            wfee = (
+                Decimal("0.0005")
+                if kind == "withdrawal" and asset != "USD"
+                else (Decimal("0") if kind == "withdrawal" else None)
+            )
+            signed = amount if kind == "deposit" else -amount
+            tr = Truth(f"{kind}:{ident}", account, kind, when_us, asset, signed, wfee, None, tx_hash=txh)
+            truth.append(tr)
+            t_text = iso_utc(when_us).replace(".000000", "")
+            shown_id = ident if rng.random() < 0.7 else ident[:-2] + "?"
+            uncertain = rng.random() < 0.15
+            # An uncertain amount is often the writer's rounding ("about 1.2" for 1.23).
+            approx = amount.quantize(Decimal("0.1")) if uncertain and rng.random() < 0.5 else amount
+            amount_text = format_decimal(approx) + ("?" if uncertain else "")
+            typo = not uncertain and rng.random() < 0.1  # a wrong digit in the export...
+            if typo:
+                amount_text = format_decimal(amount + Decimal(1))
+            hash_text = txh if rng.random() < 0.6 else ""
+            if kind == "deposit":
+                add(
+                    account,
+                    "deposits.csv",
+                    [shown_id, t_text, asset, amount_text, "complete", "", hash_text],
+                    tr.id,
+                )
+            else:
+                add(
+                    account,
+                    "withdrawals.csv",
+                    [
+                        shown_id,
+                        t_text,
+                        asset,
+                        amount_text,
+                        "bc1qdest",
+                        "complete",
+                        hash_text,
+                        format_decimal(wfee or 0),
+                    ],
+                    tr.id,
+                )
+                tr.written.add("fee")
+            tr.written |= {"time", "asset"} | ({"tx_hash"} if hash_text else set())
+            if approx == amount and not typo:
+                tr.written.add("amount")
+            if shown_id.endswith("?") or typo or rng.random() < 0.5:  # ...that the API log corrects
+                api = {
+                    "id": ident,
+                    "coin": asset,
+                    "size": format_decimal(amount),
+                    "status": "complete",
+                    "time": t_text,
+                    "txid": txh,
+                    "fee": format_decimal(wfee or 0),
+                    "address": "bc1qdest",
+                    "notes": None,
+                }
+                add(
+                    account,
+                    "api_wallet.jsonl",
+                    {"request": {"path": f"/wallet/{kind}s"}, "response": {"result": [api]}},
+                    tr.id,
+                    "jsonl",
+                )
+                tr.written |= {"time", "asset", "amount", "tx_hash"}
+            if rng.random() < 0.6 and asset != "USD":
+                net = amount - (wfee or 0) if kind == "withdrawal" else amount
+                later = when_us + rng.randint(60, 3600) * 1_000_000 * (1 if kind == "withdrawal" else -1)
+                add(account, "chain.csv", [txh, asset, format_decimal(net), iso_utc(later), "a", "b"], tr.id)
+                tr.written.add("tx_hash")
+
+    out: dict[str, bytes] = {}
+    headers = {
+        "fills.csv": "ID,Time,Market,Side,Order Type,Size,Price,Total,Fee,Fee Currency",
+        "tax_export.csv": "Date,Received Quantity,Received Currency,Sent Quantity,Sent Currency,"
+        "Fee Amount,Fee Currency",
+        "deposits.csv": "ID,Time,Coin,Amount,Status,Additional info,Transaction ID",
+        "withdrawals.csv": "ID,Time,Coin,Amount,Destination,Status,Transaction ID,fee",
+        "chain.csv": "hash,asset,amount,time,from,to",
+    }
+    for path, content in files.items():
+        name = path.split("/")[1]
+        if name.endswith(".jsonl"):
+            out[path] = b"".join(json.dumps(r).encode() + b"\n" for r in content["rows"])
+        else:
+            out[path] = _csv(headers[name].split(","), content["rows"])
+    return truth, out, origin
