@@ -855,7 +855,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     folder.check_writable()
     with folder.lock():
         result = reconstruct(list(args.paths), cutoff)
-        report = write(result, out, {"cutoff": iso_utc(cutoff)})
+        llm = _ledger_llm(result)
+        report = write(result, out, {"cutoff": iso_utc(cutoff)}, llm)
     if not args.quiet:
         unresolved = sum(report["unresolved"].values())
         print(
@@ -868,6 +869,27 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             "report.json, audit/)"
         )
     return EXIT_OK
+
+
+def _ledger_llm(result: Any) -> dict[str, Any] | None:
+    """The LLM stage when RETAPE_LLM_BASE_URL is set (limits in this process); its usage."""
+    from shared.ledger.llm import Settings, Usage
+    from shared.ledger.llm_client import ChatClient
+    from shared.ledger.llm_stage import resolve_notes
+    from shared.replay.limits import Limit, LocalGate
+    from shared.replay.retry import Attempts
+
+    settings = Settings.from_env()
+    if settings is None:
+        return None
+    usage = Usage()
+    gate = LocalGate(f"llm:{settings.base_url}", Limit(settings.rpm / 60.0, settings.tpm))
+    client = ChatClient(settings, gate)
+    try:
+        resolve_notes(result, settings, lambda messages: client.ask(messages, Attempts("llm")), usage)
+    finally:
+        client.close()
+    return usage.as_json(True)
 
 
 def cmd_serve_archive(args: argparse.Namespace) -> int:
