@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLES := tests/data/hftbacktest tests/data/cryptofeed tests/data/cryptofeed_ftx tests/data/cryptofeed_ftx_2021-04 tests/data/cryptofeed_deribit tests/data/nautilus
 
-.PHONY: setup demo test lint bench bench-pipeline clean
+.PHONY: setup demo demo-ledger test lint bench bench-pipeline clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ setup: $(STAMP)
 ## The main job on the bundled sample captures (real data, see tests/data/PROVENANCE.md).
 demo: $(STAMP)
 	$(BIN)/retape audit $(SAMPLES) --out retape-out
+
+## The ledger job on a fragment set generated from the real FTX trades in tests/data.
+demo-ledger: $(STAMP)
+	rm -rf retape-ledger-demo
+	$(BIN)/python -m tests.ledger_gen retape-ledger-demo/fragments
+	$(BIN)/retape ledger retape-ledger-demo/fragments --out retape-ledger-demo/out
 
 ## The whole test suite (real Redis at REDIS_URL or 127.0.0.1:6379 where a test needs one).
 test: $(STAMP)
@@ -45,4 +51,4 @@ bench-pipeline: $(STAMP)
 	$(BIN)/python -m bench.pipeline $(PIPELINE_ARGS)
 
 clean:
-	rm -rf retape-out bench/out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf retape-out retape-ledger-demo bench/out .pytest_cache .mypy_cache .ruff_cache
