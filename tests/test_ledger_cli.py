@@ -82,15 +82,17 @@ def test_bad_files_are_named_and_the_rest_goes_on(fragments: Path, tmp_path: Pat
     bob.mkdir()
     (bob / "broken.csv").write_bytes(b"ID,Time,Market,Side,Size,Price\n1,2022-11-01T00:00:00Z,BTC/USD,buy\n")
     (bob / "junk.jsonl").write_bytes(b'{"a": 1}\n{not json\n')
+    (bob / "capture.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))
     out = tmp_path / "out"
     report = run([fragments], out)
-    assert report["transactions"] == 5 and report["problems"] == 3
+    assert report["transactions"] == 5 and report["problems"] == 4
     unresolved = [json.loads(line) for line in (out / "unresolved.jsonl").read_text().splitlines()]
     unreadable = sorted(
         (u["fragments"][0], u["reason"][:20]) for u in unresolved if u["kind"] == "unreadable_record"
     )
     assert unreadable == [
         ("broken.csv:2", "4 cells under a head"),
+        ("capture.gz:1", "a binary (or compres"),
         ("junk.jsonl:1", "record 0: no known k"),
         ("junk.jsonl:2", "invalid JSON: unexpe"),
     ]

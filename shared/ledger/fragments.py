@@ -57,7 +57,11 @@ def read_fragments(path: str, data: bytes, name: str | None = None) -> tuple[lis
     read.  ``name`` (default: the file's name) starts every fragment id: give the path relative
     to the inputs' root, so that ids are unique across account directories."""
     name = name or os.path.basename(path)
+    if b"\x00" in data[:65536] or data[:2] == b"\x1f\x8b":
+        return [], [Problem(path, 1, "a binary (or compressed) file, not a fragment: not read")]
     text = data.decode("utf-8-sig", errors="replace")
+    if text.count("\ufffd") > max(16, len(text) // 100):
+        return [], [Problem(path, 1, "not UTF-8 text: not read")]
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")):
         try:
