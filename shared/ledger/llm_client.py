@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 
-from shared.errors import AuthFailed, RateLimited, UpstreamTimeout, UpstreamUnavailable
 from shared.ledger.llm import SCHEMA, Settings
 from shared.replay.limits import Gate
-from shared.replay.retry import Attempts, BadAnswer, RetryPolicy, call, retry_after_seconds
+from shared.replay.retry import Attempts, BadAnswer, RetryPolicy, call, raise_if_transient, refused, upstream
 
 MAX_TOKENS = 800
+ENDPOINT = "the LLM endpoint"
 
 
 def estimated_tokens(messages: list[dict[str, str]]) -> int:
@@ -64,26 +64,12 @@ class ChatClient:
 
     def _post(self, body: dict[str, Any]) -> tuple[str, dict[str, int]]:
         url = f"{self.settings.base_url}/chat/completions"
-        try:
+        with upstream(ENDPOINT):
             response = self.client.post(url, content=json.dumps(body))
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"the LLM endpoint timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(f"the LLM endpoint: connection failed ({type(exc).__name__})") from None
         status = response.status_code
         if status in (401, 403):
-            which = (
-                "refused the key in RETAPE_LLM_API_KEY"
-                if self.settings.api_key
-                else "needs RETAPE_LLM_API_KEY"
-            )
-            raise AuthFailed(f"the LLM endpoint {which} (HTTP {status})")
-        if status == 429:
-            raise RateLimited(
-                "the LLM endpoint: HTTP 429", retry_after_seconds(response.headers.get("retry-after"))
-            )
-        if status >= 500 or status == 408:
-            raise UpstreamUnavailable(f"the LLM endpoint: HTTP {status}")
+            raise refused(ENDPOINT, status, "RETAPE_LLM_API_KEY", bool(self.settings.api_key))
+        raise_if_transient(response, ENDPOINT)
         if status != 200:
             raise BadAnswer(f"the LLM endpoint answered HTTP {status}")
         try:

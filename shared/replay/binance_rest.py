@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from shared.errors import AuthFailed, RateLimited, UpstreamTimeout, UpstreamUnavailable
 from shared.model import Channel
 from shared.replay.fill import Record
 from shared.replay.limits import Gate
@@ -42,7 +41,10 @@ from shared.replay.retry import (
     RetryPolicy,
     SourceFailed,
     call,
+    raise_if_transient,
+    refused,
     retry_after_seconds,
+    upstream,
 )
 
 API_KEY_ENV = "RETAPE_BINANCE_API_KEY"
@@ -145,12 +147,8 @@ class BinanceRestSource:
 
     def _page(self, path: str, symbol: str, from_id: int, limit: int) -> list[dict[str, Any]]:
         params = {"symbol": symbol, "fromId": str(from_id), "limit": str(limit)}
-        try:
+        with upstream(self.name):
             response = self.client.get(path, params=params)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"{self.name}: timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(f"{self.name}: connection failed ({type(exc).__name__})") from None
         self._watch_weight(response)
         status = response.status_code
         if status == 200:
@@ -161,21 +159,14 @@ class BinanceRestSource:
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise BadAnswer(f"{self.name} answered JSON that is not a list of trades")
             return rows
-        retry_after = retry_after_seconds(response.headers.get("retry-after"))
         if status == 418:
-            ban = retry_after if retry_after is not None else 120.0
+            ban = retry_after_seconds(response.headers.get("retry-after"))
+            ban = ban if ban is not None else 120.0
             self.gate.hold_off(ban)
             raise SourceFailed(f"{self.name} banned this IP (HTTP 418) for {ban:.0f} s")
-        if status == 429:
-            raise RateLimited(f"{self.name}: HTTP 429", retry_after)
+        raise_if_transient(response, self.name)
         if status in (401, 403):
-            if self.keyed:
-                raise AuthFailed(f"{self.name} refused the key in {API_KEY_ENV} (HTTP {status})")
-            raise AuthFailed(
-                f"{self.name} needs a key with market data permission: set {API_KEY_ENV} (HTTP {status})"
-            )
-        if status >= 500:
-            raise UpstreamUnavailable(f"{self.name}: HTTP {status}")
+            raise refused(self.name, status, API_KEY_ENV, self.keyed, "a key with market data permission")
         if status == 400 and b"-1121" in response.content:
             raise NoData(f"{self.name} has no symbol {symbol}")
         raise BadAnswer(f"{self.name} answered HTTP {status}: {response.text[:120]}")

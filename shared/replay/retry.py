@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
-from shared.errors import AuthFailed, RateLimited, RetapeError, TransientError
+import httpx
+
+from shared.errors import (
+    AuthFailed,
+    RateLimited,
+    RetapeError,
+    TransientError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from shared.replay.limits import Gate
 
 T = TypeVar("T")
@@ -64,6 +74,34 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+@contextmanager
+def upstream(name: str) -> Iterator[None]:
+    """httpx's timeouts and failed connections (a body cut off included) in the block, as the
+    transient errors :func:`call` tries again."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"{name}: timed out ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailable(f"{name}: connection failed ({type(exc).__name__}: {exc})") from None
+
+
+def raise_if_transient(response: httpx.Response, name: str) -> None:
+    """A 429 (with its ``Retry-After``), a 408 or a 5xx as the transient error it is."""
+    status = response.status_code
+    if status == 429:
+        raise RateLimited(f"{name}: HTTP 429", retry_after_seconds(response.headers.get("retry-after")))
+    if status >= 500 or status == 408:
+        raise UpstreamUnavailable(f"{name}: HTTP {status}")
+
+
+def refused(name: str, status: int, env: str, keyed: bool, needs: str = "a key") -> AuthFailed:
+    """A 401/403, in one line naming the variable that holds (or should hold) the key."""
+    if keyed:
+        return AuthFailed(f"{name} refused the key in {env} (HTTP {status})")
+    return AuthFailed(f"{name} needs {needs}: set {env} (HTTP {status})")
 
 
 @dataclass

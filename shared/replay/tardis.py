@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 
-from shared.errors import AuthFailed, RateLimited, UpstreamTimeout, UpstreamUnavailable
+from shared.errors import UpstreamTimeout, UpstreamUnavailable
 from shared.formats.lines import GZIP_MAGIC
 from shared.formats.timestamps import iso_to_us, us_to_iso
 from shared.replay.cache import MINUTES
@@ -26,7 +26,16 @@ from shared.replay.channels import tardis_channels, tardis_symbol
 from shared.replay.fill import Record
 from shared.replay.limits import Gate
 from shared.replay.request import MINUTE_US, FillRequest
-from shared.replay.retry import Attempts, BadAnswer, NoData, RetryPolicy, call, retry_after_seconds
+from shared.replay.retry import (
+    Attempts,
+    BadAnswer,
+    NoData,
+    RetryPolicy,
+    call,
+    raise_if_transient,
+    refused,
+    upstream,
+)
 
 DAY_US = 86_400_000_000
 API_KEY_ENV = "RETAPE_TARDIS_API_KEY"
@@ -119,16 +128,12 @@ class TardisSource:
         day, offset = minute_query(minute_us)
         params = {"from": day, "offset": str(offset), "filters": filters}
         started = time.monotonic()
-        try:
-            with self.client.stream("GET", f"/v1/data-feeds/{exchange}", params=params) as response:
-                self._check(response)
-                return _read_minute(response, started, self.deadline_s)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"{self.name}: timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(
-                f"{self.name}: connection failed ({type(exc).__name__}: {exc})"
-            ) from None
+        with (
+            upstream(self.name),
+            self.client.stream("GET", f"/v1/data-feeds/{exchange}", params=params) as response,
+        ):
+            self._check(response)
+            return _read_minute(response, started, self.deadline_s)
 
     def _check(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -138,17 +143,10 @@ class TardisSource:
                 raise BadAnswer(f"{self.name} answered an HTML page, not NDJSON")
             return
         if status in (401, 403):
-            if self.api_key:
-                raise AuthFailed(f"{self.name} refused the key in {API_KEY_ENV} (HTTP {status})")
-            raise AuthFailed(f"{self.name} needs a key: set {API_KEY_ENV} (HTTP {status})")
+            raise refused(self.name, status, API_KEY_ENV, bool(self.api_key))
         if status == 404:
             raise NoData(f"{self.name} has no such data (HTTP 404)")
-        if status == 429:
-            raise RateLimited(
-                f"{self.name}: HTTP 429", retry_after_seconds(response.headers.get("retry-after"))
-            )
-        if status >= 500 or status == 408:
-            raise UpstreamUnavailable(f"{self.name}: HTTP {status}")
+        raise_if_transient(response, self.name)
         raise BadAnswer(f"{self.name} answered HTTP {status}")
 
 
