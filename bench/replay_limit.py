@@ -18,6 +18,8 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,35 +31,81 @@ WORKER = textwrap.dedent(
     import sys, httpx, redis
     sys.path.insert(0, {root!r})
     from shared.replay.limits import Limit, RedisGate
-    gate = RedisGate(redis.Redis.from_url({url!r}), {name!r}, Limit({rps}))
+    gate = RedisGate(redis.Redis.from_url({url!r}), {name!r}, Limit({rps}, {weight}))
     with httpx.Client() as client:
         for _ in range({count}):
-            gate.wait_turn()
+            gate.wait_turn({cost})
             client.get({target!r}).raise_for_status()
     """
 )
 
 
-class _Server(ThreadingHTTPServer):
+class CountingServer(ThreadingHTTPServer):
+    """A loopback server that notes when each request arrives."""
+
     daemon_threads = True
-    arrivals: list[float]
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Counting)
+        self.arrivals: list[float] = []
+        self.lock = threading.Lock()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+class _Counting(BaseHTTPRequestHandler):
+    server: CountingServer
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        self.server.arrivals.append(time.monotonic())
+        with self.server.lock:
+            self.server.arrivals.append(time.monotonic())
         self.send_response(200)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", "2")
         self.end_headers()
+        self.wfile.write(b"ok")
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
+@contextmanager
+def counting_server() -> Iterator[CountingServer]:
+    server = CountingServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_workers(
+    url: str,
+    server: CountingServer,
+    name: str,
+    procs: int,
+    count: int,
+    rps: float,
+    weight: int = 0,
+    cost: int = 1,
+) -> list[int]:
+    """``procs`` processes, each asking the shared gate ``name`` (in the Redis at ``url``) before
+    each of its ``count`` requests to ``server``; their exit statuses."""
+    code = WORKER.format(
+        root=str(ROOT),
+        url=url,
+        name=name,
+        rps=rps,
+        weight=weight,
+        count=count,
+        cost=cost,
+        target=f"http://127.0.0.1:{server.server_address[1]}/",
+    )
+    children = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(procs)]
+    return [child.wait(600) for child in children]
+
+
 def most_in_window(arrivals: list[float], window: float) -> int:
+    """The most arrivals in any half-open window of ``window`` seconds."""
     times = sorted(arrivals)
     best = lo = 0
     for hi, t in enumerate(times):
@@ -68,23 +116,8 @@ def most_in_window(arrivals: list[float], window: float) -> int:
 
 
 def measure(url: str, procs: int, rps: float, seconds: float) -> tuple[int, int, float]:
-    server = _Server(("127.0.0.1", 0), _Handler)
-    server.arrivals = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    each = max(1, int(rps * seconds / procs))
-    code = WORKER.format(
-        root=str(ROOT),
-        url=url,
-        name=f"bench-{uuid.uuid4().hex}",
-        rps=rps,
-        count=each,
-        target=f"http://127.0.0.1:{server.server_address[1]}/",
-    )
-    children = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(procs)]
-    for child in children:
-        child.wait()
-    server.shutdown()
-    server.server_close()
+    with counting_server() as server:
+        run_workers(url, server, f"bench-{uuid.uuid4().hex}", procs, max(1, int(rps * seconds / procs)), rps)
     arrivals = server.arrivals
     used = (len(arrivals) - 1) / (max(arrivals) - min(arrivals)) / rps
     return len(arrivals), most_in_window(arrivals, 1.0), used

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.replay_servers import serving
+
 # (note text, known transactions, how many requests came before) -> (status, headers, body)
 Script = Callable[[str, list[dict[str, Any]], int], tuple[int, dict[str, str], Any]]
 
@@ -66,10 +68,5 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def chat_server(script: Script) -> Iterator[ChatServer]:
-    server = ChatServer(script)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(ChatServer(script)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from shared.replay.archive import Archive, parse_filters
@@ -176,9 +176,17 @@ def drop_every(n: int) -> Action:
 def tardis_server(
     archive_dir: Path | None, actions: list[Action] | None = None, default: Action | None = None
 ) -> Iterator[TardisServer]:
-    server = TardisServer(archive_dir, Script(list(actions or []), default))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    with serving(TardisServer(archive_dir, Script(list(actions or []), default))) as server:
+        yield server
+
+
+S = TypeVar("S", bound=ThreadingHTTPServer)
+
+
+@contextmanager
+def serving(server: S) -> Iterator[S]:
+    """``server`` answering on a thread for the block, then shut and closed."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server
     finally:
@@ -301,11 +309,5 @@ class _BinanceHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def binance_server(capture: Path, **kwargs: Any) -> Iterator[BinanceServer]:
-    server = BinanceServer(capture, **kwargs)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(BinanceServer(capture, **kwargs)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

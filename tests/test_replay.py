@@ -334,12 +334,12 @@ def test_bitfinex_gaps_are_reported_as_not_fillable(tmp_path: Path) -> None:
 # -- the commands as a user types them -------------------------------------------------------
 
 
-def test_serve_archive_serves_the_tardis_protocol(usdm: tuple[Path, Path, Path]) -> None:
-    import httpx
-
-    full, _, _ = usdm
+@contextmanager
+def serve_archive(directory: Path) -> Iterator[tuple[str, str]]:
+    """``retape serve-archive DIR --port 0`` as a user runs it; its base URL and the line it
+    printed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.cli", "serve-archive", str(full), "--port", "0"],
+        [sys.executable, "-m", "producers.cli", "serve-archive", str(directory), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -347,8 +347,19 @@ def test_serve_archive_serves_the_tardis_protocol(usdm: tuple[Path, Path, Path])
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
+        assert " on http://" in first, first + (proc.stderr.read() if proc.stderr else "")
+        yield first.split(" on ")[1].split("/v1/")[0], first
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_serve_archive_serves_the_tardis_protocol(usdm: tuple[Path, Path, Path]) -> None:
+    import httpx
+
+    full, _, _ = usdm
+    with serve_archive(full) as (base, first):
         assert "serving 1 capture(s) of binance-futures" in first, first
-        base = first.split(" on ")[1].split("/v1/")[0]
         filters = json.dumps([{"channel": "depth", "symbols": ["btcusdt"]}])
         r = httpx.get(
             f"{base}/v1/data-feeds/binance-futures",
@@ -363,28 +374,6 @@ def test_serve_archive_serves_the_tardis_protocol(usdm: tuple[Path, Path, Path])
             f"{base}/v1/data-feeds/binance-futures", params={"from": "2024-08-08", "filters": "{"}
         )
         assert bad.status_code == 400 and "filters" in bad.json()["message"]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextmanager
-def serve_archive(directory: Path) -> Iterator[str]:
-    """``retape serve-archive DIR --port 0`` as a user runs it; its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.cli", "serve-archive", str(directory), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert " on http://" in first, first + (proc.stderr.read() if proc.stderr else "")
-        yield first.split(" on ")[1].split("/v1/")[0]
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_the_default_command_repairs_with_just_the_flag(
@@ -394,7 +383,7 @@ def test_the_default_command_repairs_with_just_the_flag(
     broker, local workers, the replay queue, the fan-in and the re-audit; the same bytes as in
     one process, and the books of the untouched capture."""
     full, holed, out_full = usdm
-    with serve_archive(full) as url:
+    with serve_archive(full) as (url, _):
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         done = subprocess.run(
             [sys.executable, "-m", "producers.cli", "audit", str(holed), "--out", str(tmp_path / "dist"),

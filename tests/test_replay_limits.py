@@ -3,111 +3,30 @@ Redis: eight processes against a loopback server that counts what it receives.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.replay_limit import CountingServer, counting_server, most_in_window, run_workers
 from shared.replay.limits import BreakerPolicy, Limit, LocalGate, RedisGate
 from tests.conftest import REDIS_URL
-
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.redis
 
 
-class CountingServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Counting)
-        self.arrivals: list[float] = []
-        self.lock = threading.Lock()
-
-
-class _Counting(BaseHTTPRequestHandler):
-    server: CountingServer
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.arrivals.append(time.monotonic())
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def counting_server() -> Iterator[CountingServer]:
-    server = CountingServer()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-WORKER = textwrap.dedent(
-    """
-    import sys, httpx, redis
-    sys.path.insert(0, {root!r})
-    from shared.replay.limits import Limit, RedisGate
-    gate = RedisGate(redis.Redis.from_url({url!r}), {name!r}, Limit({rps}, {weight}))
-    with httpx.Client() as client:
-        for _ in range({count}):
-            gate.wait_turn({cost})
-            client.get({target!r}).raise_for_status()
-    """
-)
-
-
-def run_workers(
+def run(
     server: CountingServer, name: str, procs: int, count: int, rps: float, weight: int = 0, cost: int = 1
 ) -> None:
-    target = f"http://127.0.0.1:{server.server_address[1]}/"
-    code = WORKER.format(
-        root=str(ROOT),
-        url=REDIS_URL,
-        name=name,
-        rps=rps,
-        weight=weight,
-        count=count,
-        cost=cost,
-        target=target,
-    )
-    children = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(procs)]
-    for child in children:
-        assert child.wait(120) == 0
-
-
-def most_in_window(arrivals: list[float], window: float) -> int:
-    times = sorted(arrivals)
-    best = lo = 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
+    assert run_workers(REDIS_URL, server, name, procs, count, rps, weight, cost) == [0] * procs
 
 
 def test_eight_processes_share_one_request_limit(redis_client: Any) -> None:
     rps, procs, each = 20, 8, 15
     with counting_server() as server:
-        run_workers(server, f"test-{uuid.uuid4().hex}", procs, each, rps)
+        run(server, f"test-{uuid.uuid4().hex}", procs, each, rps)
     arrivals = server.arrivals
     assert len(arrivals) == procs * each
     assert most_in_window(arrivals, 1.0) <= rps
@@ -119,7 +38,7 @@ def test_eight_processes_share_one_request_limit(redis_client: Any) -> None:
 def test_a_weight_budget_per_minute_paces_heavy_requests(redis_client: Any) -> None:
     # 1200 weight a minute at 5 a request: 4 requests a second, whatever the request limit.
     with counting_server() as server:
-        run_workers(server, f"test-{uuid.uuid4().hex}", 8, 3, rps=100, weight=1200, cost=5)
+        run(server, f"test-{uuid.uuid4().hex}", 8, 3, rps=100, weight=1200, cost=5)
     arrivals = server.arrivals
     assert most_in_window(arrivals, 1.0) <= 4
     assert most_in_window(arrivals, 5.0) <= 20
