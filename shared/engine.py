@@ -37,6 +37,7 @@ from shared.exchanges.base import Session, UnknownEvent, Venue
 from shared.formats.readers import READERS
 from shared.model import BookMsg, Channel, Disconnect, FundingMsg, RawRecord, StreamKey, TradeMsg
 from shared.planning import GroupHead, InputSummary, Plan, plan
+from shared.replay.stats import merge as merge_replay_stats
 from shared.snapshots import BookRows
 from shared.spool import Spool
 
@@ -234,10 +235,7 @@ def combine(job: Plan, results: Iterable[SegmentResult]) -> AuditOutcome:
     dead_letters = sum(1 for r in ordered if r.dead_letter is not None)
     replay: dict[str, Any] = {}
     for r in ordered:
-        if r.replay:
-            from shared.replay.stats import merge
-
-            merge(replay, r.replay)
+        merge_replay_stats(replay, r.replay)
     return AuditOutcome(inputs, merge_parts(parts), malformed, dead_letters, books, replay=replay)
 
 

@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from shared.ledger.values import format_decimal, iso_utc, parse_time
+from shared.ledger.values import format_decimal, iso_utc, parse_amount, parse_time
 
 DATA = Path(__file__).parent / "data"
 
@@ -75,7 +75,10 @@ def _csv(header: list[str], rows: list[list[Any]], delimiter: str = ",") -> byte
 
 
 def _d(x: Any) -> Decimal:
-    return Decimal(repr(x)) if isinstance(x, float) else Decimal(str(x))
+    """A number as FTX sent it (a JSON float's shortest text), exactly: the ledger's own reading."""
+    amount = parse_amount(x)
+    assert amount is not None, x
+    return amount.value
 
 
 def generate(seed: int = 7, accounts: int = 4) -> tuple[list[Truth], dict[str, bytes], dict[str, str]]:

@@ -111,13 +111,12 @@ def merge(obs: Sequence[Observation], grouping: Grouping) -> list[Transaction]:
         # transaction.  A value the core gives is observed; one only records joined by amount,
         # time or a partial id give is inferred (its confidence carries the link's).
         anchor = max(members, key=lambda i: (obs[i].type != "transfer", _rank(obs[i]), -i))
-        core = _component(anchor, strong)
+        core = {obs[i].fragment for i in _component(anchor, strong)}
         tx = Transaction("", group[0].account, main[0].type)
         tx.fragments = sorted({o.fragment for o in group})
         for name in FIELDS:
             sources = group if name == "tx_hash" or not exchange else exchange
-            core_ids = {obs[i].fragment for i in core}
-            _settle(tx, name, sources, core_ids, weakest)
+            _settle(tx, name, sources, core, weakest)
         _quote(tx, main)
         tx.time_us = min((o.time.us for o in main if o.time is not None), default=None)
         tx.status = next((o.status for o in sorted(main, key=lambda o: -_rank(o)) if o.status), None)

@@ -200,9 +200,10 @@ class _Next:
     prev_id: int | None
 
 
-def _rule(req: FillRequest) -> Rule:
-    rules = rules_for(req.key.exchange)
-    return rules.trade_rule if req.key.channel == Channel.TRADES else rules.book_rule
+def _rule(key: StreamKey) -> Rule:
+    """The continuity rule of ``key``'s stream."""
+    rules = rules_for(key.exchange)
+    return rules.trade_rule if key.channel == Channel.TRADES else rules.book_rule
 
 
 # Venues whose ids number one connection's messages (Bitfinex's sequence): another recording
@@ -215,12 +216,7 @@ def repairable(key: StreamKey) -> bool:
     can be proven to bridge it."""
     if key.exchange in CONNECTION_IDS:
         return False
-    rule = (
-        rules_for(key.exchange).trade_rule
-        if key.channel == Channel.TRADES
-        else rules_for(key.exchange).book_rule
-    )
-    return rule.name in ("consecutive", "prev-link") and key.channel in (Channel.BOOK, Channel.TRADES)
+    return _rule(key).name in ("consecutive", "prev-link") and key.channel in (Channel.BOOK, Channel.TRADES)
 
 
 def select_fill(req: FillRequest, source: str, events: Iterable[tuple[int, Any]]) -> Fill:
@@ -231,7 +227,7 @@ def select_fill(req: FillRequest, source: str, events: Iterable[tuple[int, Any]]
     the venue's rule, each once (a repeat with the same ids is dropped, as a capture's
     duplicate would be).  Snapshots and messages before or after the gap are not used.
     """
-    rule = _rule(req)
+    rule = _rule(req.key)
     key = req.key
     after = req.after
     inside: dict[tuple[int, int], BookMsg | TradeMsg] = {}
