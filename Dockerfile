@@ -6,7 +6,9 @@ RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY shared ./shared
 COPY producers ./producers
 COPY workers ./workers
-RUN pip install --no-cache-dir --no-deps . && useradd --create-home retape
+# /cache: worker-llm's answer cache volume (a new named volume takes this owner).
+RUN pip install --no-cache-dir --no-deps . && useradd --create-home retape \
+    && mkdir -p /cache && chown retape:retape /cache
 # ops/produce.sh is the compose `producer` service's loop (/app/ops/produce.sh).
 COPY ops ./ops
 USER retape

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import orjson
@@ -28,6 +28,7 @@ from shared.errors import (
     UsageError,
 )
 from shared.formats.timestamps import iso_to_us
+from shared.jobs import JobPlan, Writer
 from shared.manifest import WORKERS_LOG, retape_version
 
 EXIT_OK = 0
@@ -97,6 +98,27 @@ def parse_time(text: str) -> int:
     return value
 
 
+def _job_options(parser: argparse.ArgumentParser, in_process: str) -> None:
+    """How a command runs its job: on a broker's workers, local ones, or in this process."""
+    parser.add_argument("--broker", metavar="URL", help="Redis URL of the broker (default REDIS_URL)")
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="local worker processes (default: the CPU count without a broker, none with one)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_non_negative_float,
+        metavar="S",
+        help="give up after S seconds (exit 3; what finished is written, the rest marked not done)",
+    )
+    parser.add_argument("--in-process", action="store_true", help=f"no broker and no workers: {in_process}")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="print no progress (the summary is still printed)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="retape", description="Rebuild and audit historical crypto-exchange market data.")
     parser.add_argument("--version", action="version", version=f"retape {retape_version()}")
@@ -115,27 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SCORE",
         help="exit 1 when a stream's integrity score is below SCORE",
     )
-    audit.add_argument("--broker", metavar="URL", help="Redis URL of the broker (default REDIS_URL)")
-    audit.add_argument(
-        "--workers",
-        type=_positive_int,
-        metavar="N",
-        help="local worker processes (default: the CPU count without a broker, none with one)",
-    )
-    audit.add_argument(
-        "--timeout",
-        type=_non_negative_float,
-        metavar="S",
-        help="give up after S seconds (exit 3; what finished is written, the rest marked not audited)",
-    )
-    audit.add_argument(
-        "--in-process",
-        action="store_true",
-        help="no broker and no workers: run the engine in this process (debugging, profiling)",
-    )
-    audit.add_argument(
-        "--no-progress", action="store_true", help="print no progress (the summary is still printed)"
-    )
+    _job_options(audit, "run the engine in this process (debugging, profiling)")
     audit.add_argument("--quiet", action="store_true", help="print nothing but errors")
     audit.add_argument("--verbose", action="store_true", help="list every stream in the summary")
 
@@ -228,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="balances as of this instant (ISO-8601 with a zone, or epoch microseconds; default "
         "2022-11-11T00:00:00-05:00, the start of FTX's petition day in the court's zone)",
     )
+    _job_options(ledger, "read the fragments and ask the LLM from this process")
     ledger.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
     serve = sub.add_parser(
@@ -374,11 +377,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from shared.signing import signing_key
 
     signing_key()  # a RETAPE_SIGNING_KEY that cannot be read is a usage error before any work
-    url = args.broker or os.environ.get("REDIS_URL")
-    if args.in_process and (args.broker or args.workers):
-        raise UsageError("--in-process runs no broker and no workers: drop --broker/--workers")
-    if not args.in_process and not url and args.workers == 0:
-        raise UsageError("--workers 0 without a broker: nothing would run the job (see --in-process)")
+    url = _check_job_options(args)
     out = os.path.abspath(args.out)
     folder = OutputDir(out)
     folder.check_writable()
@@ -400,7 +399,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 outcome.settings = asdict(cfg)
                 report = write_outputs(outcome, out)
         else:
-            report = _distributed_audit(args, cfg, url, out)
+            from shared.audit_job import plan_audit
+
+            report = _distributed_job(args, url, out, lambda writer: plan_audit(args.paths, cfg, out, writer))
     if not args.quiet:
         print_summary(report, args.out, verbose=args.verbose)
     missing = _not_audited(report)
@@ -431,15 +432,24 @@ def _not_audited(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [i for i in report["inputs"] if i.get("audited") is False]
 
 
-def _distributed_audit(
-    args: argparse.Namespace, cfg: AuditConfig, url: str | None, out: str
+def _check_job_options(args: argparse.Namespace) -> str | None:
+    """The broker URL to run on (None: an embedded one), or a usage error."""
+    url = args.broker or os.environ.get("REDIS_URL")
+    if args.in_process and (args.broker or args.workers):
+        raise UsageError("--in-process runs no broker and no workers: drop --broker/--workers")
+    return url or None
+
+
+def _distributed_job(
+    args: argparse.Namespace,
+    url: str | None,
+    out: str,
+    planner: Callable[[Writer], tuple[str, JobPlan]],
 ) -> dict[str, Any]:
-    """Run the audit as a job: on ``url`` (its workers, plus ``--workers`` local ones), or on
-    an embedded broker with local workers (the CPU count unless ``--workers``)."""
+    """Run a job (``planner`` plans it): on ``url`` (its workers, plus ``--workers`` local
+    ones), or on an embedded broker with local workers (the CPU count unless ``--workers``)."""
     from producers.local import EmbeddedBroker, LocalWorkers, RunDir
     from producers.run import Submitter, Waiting, connect
-    from shared.audit_job import plan_audit
-    from shared.jobs import Writer
 
     embedded = not url
     count = (
@@ -459,13 +469,13 @@ def _distributed_audit(
         client = connect(url)
         if count:
             workers = LocalWorkers(url, count, run_dir.workers_log, embedded=embedded).start()
-        job, plan = plan_audit(args.paths, cfg, out, Writer.SUBMITTER)
+        job, plan = planner(Writer.SUBMITTER)
         how = Waiting(
             progress=not (args.no_progress or args.quiet),
             timeout_s=args.timeout,
             alive=workers.check if workers is not None else None,
         )
-        report, trouble = _run_audit_job(Submitter(client, url, job, plan), how, out)
+        report, trouble = _run_job(Submitter(client, url, job, plan), how, out)
         return report
     finally:
         if workers is not None:
@@ -479,7 +489,7 @@ def _distributed_audit(
         run_dir.remove()
 
 
-def _run_audit_job(submitter: Any, how: Any, out: str) -> tuple[dict[str, Any], bool]:
+def _run_job(submitter: Any, how: Any, out: str) -> tuple[dict[str, Any], bool]:
     """Submit, wait, write the outputs; returns the report and whether anything went wrong in
     the pipeline (a dead letter, a timeout, dead workers, a lost broker)."""
     import redis
@@ -835,10 +845,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     from shared.ledger.balances import FTX_PETITION_CUTOFF_US
-    from shared.ledger.outputs import write
-    from shared.ledger.reconstruct import reconstruct
-    from shared.ledger.values import iso_utc, parse_time
+    from shared.ledger.llm import Settings
+    from shared.ledger.values import parse_time
+    from shared.ledger_job import plan_ledger
     from shared.outdir import OutputDir
+    from shared.signing import signing_key
 
     _check_paths(args.paths)
     cutoff = FTX_PETITION_CUTOFF_US
@@ -847,16 +858,26 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         if when is None:
             raise UsageError(f"--cutoff: not an ISO-8601 time or epoch microseconds: {args.cutoff!r}")
         cutoff = when.us
-    from shared.signing import signing_key
-
     signing_key()
+    llm = Settings.from_env()
+    url = _check_job_options(args)
     out = os.path.abspath(args.out)
     folder = OutputDir(out)
     folder.check_writable()
     with folder.lock():
-        result = reconstruct(list(args.paths), cutoff)
-        llm = _ledger_llm(result)
-        report = write(result, out, {"cutoff": iso_utc(cutoff)}, llm)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out, WORKERS_LOG))
+
+        def planner(writer: Writer) -> tuple[str, JobPlan]:
+            return plan_ledger(list(args.paths), cutoff, out, writer, llm)
+
+        if args.in_process:
+            from shared.jobs import run_inline
+            from shared.ledger_job import KIND
+
+            report = run_inline(KIND, planner(Writer.SUBMITTER)[1], out)
+        else:
+            report = _distributed_job(args, url, out, planner)
     if not args.quiet:
         unresolved = sum(report["unresolved"].values())
         print(
@@ -864,32 +885,21 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             f"{report['cutoff']}; {unresolved} item(s) unresolved (unresolved.jsonl); "
             f"{report['conflicting_fields']} field(s) with conflicting sources"
         )
+        usage = report["llm"]
+        if usage["enabled"]:
+            print(
+                f"LLM: {usage['requests']} request(s) sent, {usage['cached']} answer(s) from the cache, "
+                f"{usage['tokens']['prompt'] + usage['tokens']['completion']} tokens, {usage['cost_usd']} USD"
+            )
         print(
             f"results in {args.out}/ (ledger.jsonl, ledger.csv, balances.json, unresolved.jsonl, "
             "report.json, audit/)"
         )
+    failed = [i for i in report["inputs"] if str(i.get("error") or "").startswith("not reconstructed")]
+    if failed:
+        sys.stderr.write(f"retape: the ledger could not be rebuilt: {failed[0]['error']} (exit status 3)\n")
+        return EXIT_INCOMPLETE
     return EXIT_OK
-
-
-def _ledger_llm(result: Any) -> dict[str, Any] | None:
-    """The LLM stage when RETAPE_LLM_BASE_URL is set (limits in this process); its usage."""
-    from shared.ledger.llm import Settings, Usage
-    from shared.ledger.llm_client import ChatClient
-    from shared.ledger.llm_stage import resolve_notes
-    from shared.replay.limits import Limit, LocalGate
-    from shared.replay.retry import Attempts
-
-    settings = Settings.from_env()
-    if settings is None:
-        return None
-    usage = Usage()
-    gate = LocalGate(f"llm:{settings.base_url}", Limit(settings.rpm / 60.0, settings.tpm))
-    client = ChatClient(settings, gate)
-    try:
-        resolve_notes(result, settings, lambda messages: client.ask(messages, Attempts("llm")), usage)
-    finally:
-        client.close()
-    return usage.as_json(True)
 
 
 def cmd_serve_archive(args: argparse.Namespace) -> int:

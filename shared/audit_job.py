@@ -7,23 +7,23 @@ it (the file on a shared disk, or the bytes the producer streams through the bro
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from typing import Any
 
 from shared.auditors import AuditConfig
 from shared.engine import SegmentResult, audit_segment, combine
-from shared.formats.lines import GZIP_MAGIC, file_blocks, reading_from
+from shared.formats.lines import reading_from
 from shared.jobs import (
-    FileRef,
     JobPlan,
     SegmentContext,
     Step,
     SubTask,
     SubtaskContext,
     Writer,
+    file_ref,
     job_id,
     register,
+    run_inline,
 )
 from shared.planning import InputSummary, Plan, plan
 from shared.queues import Queue
@@ -38,19 +38,6 @@ from shared.report import write_outputs
 NAME = "audit"
 
 
-def _file_ref(summary: InputSummary) -> FileRef | None:
-    """What a worker needs to read the input; None for inputs no segment reads."""
-    if summary.error is not None or not summary.sha256:
-        return None
-    try:
-        st = os.stat(summary.path)
-        with open(summary.path, "rb") as fh:
-            gz = fh.read(2) == GZIP_MAGIC
-    except OSError:
-        return None
-    return FileRef(summary.path, summary.sha256, st.st_size, st.st_mtime_ns, gz)
-
-
 def plan_audit(paths: list[str], cfg: AuditConfig, out_dir: str, writer: Writer) -> tuple[str, JobPlan]:
     """Plan an audit job: its id and its plan.  The id depends on the inputs by content,
     the options, the output directory and who writes the outputs."""
@@ -62,7 +49,11 @@ def plan_audit(paths: list[str], cfg: AuditConfig, out_dir: str, writer: Writer)
         "config": asdict(cfg),
     }
     read = {f for segment in job.segments for group in segment for f in group}
-    files = [ref for i in job.inputs if i.path in read and (ref := _file_ref(i)) is not None]
+    files = [
+        ref
+        for i in job.inputs
+        if i.path in read and i.error is None and i.sha256 and (ref := file_ref(i.path, i.sha256)) is not None
+    ]
     basis = {
         "inputs": sorted([i.path, i.sha256] for i in job.inputs),
         "config": asdict(cfg),
@@ -147,20 +138,7 @@ def run_in_process(paths: list[str], cfg: AuditConfig, out_dir: str) -> dict[str
     """The audit job run stage by stage in this process (``retape audit --in-process`` with
     replay sources): the same kind, the same results, no broker."""
     _, job_plan = plan_audit(paths, cfg, out_dir, Writer.SUBMITTER)
-    kind = AuditKind()
-    results = []
-    for segment in range(job_plan.segments):
-        ctx = SegmentContext(file_blocks)
-        step = kind.run_segment(job_plan, segment, ctx)
-        stage = 0
-        while not step.final:
-            answers = [
-                kind.run_subtask(job_plan, segment, stage, t.args, SubtaskContext()) for t in step.subtasks
-            ]
-            stage += 1
-            step = kind.continue_segment(job_plan, segment, stage, step.result, answers, ctx)
-        results.append(step.result)
-    return kind.write_outputs(job_plan, results, out_dir)
+    return run_inline(AuditKind(), job_plan, out_dir)
 
 
 KIND = register(AuditKind())

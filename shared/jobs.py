@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from shared.formats.lines import BlockSource
+from shared.formats.lines import GZIP_MAGIC, BlockSource, file_blocks
 from shared.queues import Queue
 
 
@@ -117,6 +118,18 @@ class FileRef:
     def from_json(cls, data: Sequence[Any]) -> FileRef:
         path, sha, size, mtime_ns, gz = data
         return cls(str(path), str(sha), int(size), int(mtime_ns), bool(gz))
+
+
+def file_ref(path: str, sha256: str) -> FileRef | None:
+    """The reference of an input a job reads, as it is on disk now; None when it cannot be
+    read any more (its error is the plan's to report)."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == GZIP_MAGIC
+    except OSError:
+        return None
+    return FileRef(path, sha256, st.st_size, st.st_mtime_ns, gz)
 
 
 @dataclass(slots=True)
@@ -227,10 +240,28 @@ class JobKind(Protocol):
         ...
 
 
+def run_inline(kind: JobKind, plan: JobPlan, out_dir: str) -> dict[str, Any]:
+    """A job run stage by stage in this process (``--in-process``): the same kind, the same
+    results, no broker; sub-tasks one after the other.  Returns the report."""
+    results = []
+    for segment in range(plan.segments):
+        ctx = SegmentContext(file_blocks)
+        step = kind.run_segment(plan, segment, ctx)
+        stage = 0
+        while not step.final:
+            answers = [
+                kind.run_subtask(plan, segment, stage, t.args, SubtaskContext()) for t in step.subtasks
+            ]
+            stage += 1
+            step = kind.continue_segment(plan, segment, stage, step.result, answers, ctx)
+        results.append(step.result)
+    return kind.write_outputs(plan, results, out_dir)
+
+
 # -- the kinds a worker knows ------------------------------------------------------------
 
 # Modules that register a kind when imported, by kind name.
-KIND_MODULES: dict[str, str] = {"audit": "shared.audit_job"}
+KIND_MODULES: dict[str, str] = {"audit": "shared.audit_job", "ledger": "shared.ledger_job"}
 
 
 _KINDS: dict[str, JobKind] = {}

@@ -34,6 +34,7 @@ class ChatServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.script = script
         self.requests: list[tuple[float, dict[str, Any]]] = []
+        self.keys: set[str | None] = set()  # the Authorization headers seen
         self.lock = threading.Lock()
 
     @property
@@ -50,6 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             n = len(self.server.requests)
             self.server.requests.append((time.monotonic(), body))
+            self.server.keys.add(self.headers.get("Authorization"))
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
         data = json.loads(user)
         status, headers, answer = self.server.script(data["note"], data["known_transactions"], n)

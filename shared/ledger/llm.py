@@ -23,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from shared.errors import UsageError
 from shared.ledger.values import format_decimal, iso_utc, parse_amount, parse_time
 
 SCHEMA: dict[str, Any] = {
@@ -82,21 +84,60 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings | None:
+        """The settings of this process's environment; None when no base URL is set.  Bad
+        numbers are a :class:`UsageError` naming the variable."""
         e = dict(os.environ) if env is None else env
         base = e.get("RETAPE_LLM_BASE_URL", "").strip()
         if not base:
             return None
+        public = {
+            "base_url": base.rstrip("/"),
+            "model": e.get("RETAPE_LLM_MODEL", "").strip() or "default",
+            "rpm": _number(e, "RETAPE_LLM_RPM", "60", float),
+            "tpm": _number(e, "RETAPE_LLM_TPM", "100000", int),
+            "price_in": str(_number(e, "RETAPE_LLM_PRICE_IN", "0", Decimal)),
+            "price_out": str(_number(e, "RETAPE_LLM_PRICE_OUT", "0", Decimal)),
+        }
+        return cls.from_public(public, e)
+
+    def public(self) -> dict[str, Any]:
+        """What a job's plan carries (and its id depends on): everything but the key and the
+        cache directory, which each worker takes from its own environment."""
+        return {
+            "base_url": self.base_url,
+            "model": self.model,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "price_in": str(self.price_in),
+            "price_out": str(self.price_out),
+        }
+
+    @classmethod
+    def from_public(cls, public: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
+        """A plan's settings with the key and cache directory of ``env`` (this process's)."""
+        e = dict(os.environ) if env is None else env
         cache = e.get("RETAPE_LLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "retape", "llm")
         return cls(
-            base.rstrip("/"),
-            e.get("RETAPE_LLM_MODEL", "").strip() or "default",
+            str(public["base_url"]),
+            str(public["model"]),
             e.get("RETAPE_LLM_API_KEY") or None,
-            float(e.get("RETAPE_LLM_RPM") or 60),
-            int(e.get("RETAPE_LLM_TPM") or 100_000),
+            float(public["rpm"]),
+            int(public["tpm"]),
             cache,
-            Decimal(e.get("RETAPE_LLM_PRICE_IN") or 0),
-            Decimal(e.get("RETAPE_LLM_PRICE_OUT") or 0),
+            Decimal(public["price_in"]),
+            Decimal(public["price_out"]),
         )
+
+
+def _number(env: dict[str, str], name: str, default: str, kind: Callable[[str], Any]) -> Any:
+    text = (env.get(name) or default).strip()
+    try:
+        value = kind(text)
+    except (ValueError, ArithmeticError):
+        raise UsageError(f"{name}: not a number: {text!r}") from None
+    if not value >= 0 or (name in ("RETAPE_LLM_RPM", "RETAPE_LLM_TPM") and not value > 0):
+        raise UsageError(f"{name}: must be a positive number, not {text!r}")
+    return value
 
 
 def prompt_for(note_text: str, candidates: list[dict[str, Any]]) -> list[dict[str, str]]:

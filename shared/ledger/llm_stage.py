@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -92,29 +93,107 @@ class Cache:
             pass  # a cache that cannot be written costs a request next time, nothing else
 
 
-def resolve_notes(result: LedgerResult, settings: Settings, ask: Ask, usage: Usage) -> None:
-    """Send every note to the LLM (through the cache), apply the claims that hold, and leave the
-    rest in ``result.unresolved`` with their reasons.  Updates ``result`` in place."""
-    cache = Cache(settings.cache_dir)
-    resolved: set[str] = set()
-    extra: list[dict[str, Any]] = []
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What the LLM is asked about one note: the messages (the note quoted, the account's known
+    transactions) and the transactions a claim may match."""
+
+    note: str  # the note's fragment id
+    messages: list[dict[str, str]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"note": self.note, "messages": self.messages}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Question:
+        return cls(str(data["note"]), [dict(m) for m in data["messages"]])
+
+
+@dataclass(slots=True)
+class Reply:
+    """The claims the LLM made about one note, or why there are none usable; and what asking
+    cost this run (requests sent, answers read from the cache, tokens of the sent ones)."""
+
+    claims: list[dict[str, Any]] | None = None
+    error: str | None = None
+    sent: int = 0
+    cached: int = 0
+    repairs: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "claims": self.claims,
+                "error": self.error,
+                "sent": self.sent,
+                "cached": self.cached,
+                "repairs": self.repairs,
+                "tokens": [self.prompt_tokens, self.completion_tokens],
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Reply:
+        d = orjson.loads(raw)
+        prompt, completion = d["tokens"]
+        return cls(d["claims"], d["error"], d["sent"], d["cached"], d["repairs"], prompt, completion)
+
+
+def questions(result: LedgerResult) -> list[Question]:
+    """One question per note, in note order, about the deterministic ledger (so no answer
+    depends on another one's)."""
+    out = []
     for note in sorted(result.notes, key=lambda n: n.id):
-        known = _candidates(result, note.account)
-        listed = [{k: v for k, v in c.items() if k != "time_us"} for c in known.values()]
-        messages = prompt_for(note.text or "", listed)
-        try:
-            claims = _claims(messages, settings, ask, cache, usage)
-        except AnswerInvalid as exc:
-            extra.append(_unresolved(note, f"the LLM's answer was invalid twice: {exc}"))
+        listed = [
+            {k: v for k, v in c.items() if k != "time_us"} for c in _candidates(result, note.account).values()
+        ]
+        out.append(Question(note.id, prompt_for(note.text or "", listed)))
+    return out
+
+
+def answer(question: Question, settings: Settings, ask: Ask, cache: Cache) -> Reply:
+    """Ask about one note (through the cache), with one repair of an invalid answer."""
+    reply = Reply()
+    try:
+        reply.claims = _claims(question.messages, settings, ask, cache, reply)
+    except AnswerInvalid as exc:
+        reply.error = f"the LLM's answer was invalid twice: {exc}"
+    except RetapeError as exc:  # the endpoint failed (down, refused the key, kept limiting)
+        reply.error = f"the LLM endpoint failed: {exc}"
+    return reply
+
+
+def apply_replies(
+    result: LedgerResult, asked: list[Question], replies: list[Reply], settings: Settings, usage: Usage
+) -> None:
+    """Check every claim against its note, apply what holds, leave the rest in
+    ``result.unresolved`` with their reasons; count the usage.  Updates ``result`` in place,
+    the same whatever order the replies came in."""
+    notes = {n.id: n for n in result.notes}
+    extra: list[dict[str, Any]] = []
+    for question, reply in zip(asked, replies, strict=True):
+        note = notes[question.note]
+        usage.requests += reply.sent
+        usage.cached += reply.cached
+        usage.repairs += reply.repairs
+        usage.prompt_tokens += reply.prompt_tokens
+        usage.completion_tokens += reply.completion_tokens
+        usage.cost += (
+            Decimal(reply.prompt_tokens) * settings.price_in
+            + Decimal(reply.completion_tokens) * settings.price_out
+        ) / Decimal(1_000_000)
+        if reply.error is not None:
+            extra.append(_unresolved(note, reply.error))
             continue
-        except RetapeError as exc:  # the endpoint failed (down, refused the key, kept limiting)
-            extra.append(_unresolved(note, f"the LLM endpoint failed: {exc}"))
-            continue
-        if not claims:
+        if not reply.claims:
             extra.append(_unresolved(note, "the LLM found no transaction in it"))
             continue
-        ok_any = False
-        for n, claim in enumerate(claims):
+        known = _candidates(result, note.account)
+        prompt = cache_key(settings.model, question.messages)
+        for n, claim in enumerate(reply.claims):
             checked = check_claim(claim, note.text or "", known)
             if checked.ok and not claim["matches"]:
                 checked = _states_it(checked, note)
@@ -122,27 +201,30 @@ def resolve_notes(result: LedgerResult, settings: Settings, ask: Ask, usage: Usa
                 usage.rejected += 1
                 extra.append(_unresolved(note, f"LLM claim rejected: {checked.reason}", claim))
                 continue
-            ok_any = True
-            _apply(result, note, checked, n, settings.model)
-        if ok_any:
-            resolved.add(note.id)
-    result.unresolved = [
-        u for u in result.unresolved if not (u["kind"] == "note" and u["fragments"][0] in resolved)
-    ]
+            _apply(result, note, checked, n, settings.model, prompt)
     result.unresolved = [u for u in result.unresolved if u["kind"] != "note"] + extra
     result.unresolved.sort(key=lambda u: (str(u.get("account")), u["kind"], u["fragments"]))
     result.transactions.sort(key=lambda t: (t.account, t.time_us if t.time_us is not None else -1, t.id))
+    result.links.sort(key=lambda link: (link["note"], link["transaction"]))
     result.balances = balances(result.transactions, result.cutoff_us)
 
 
+def resolve_notes(result: LedgerResult, settings: Settings, ask: Ask, usage: Usage) -> None:
+    """Send every note to the LLM (through the cache), one after the other, and apply what
+    holds (the ``ledger`` job asks the same questions as ``llm`` sub-tasks in parallel)."""
+    cache = Cache(settings.cache_dir)
+    asked = questions(result)
+    apply_replies(result, asked, [answer(q, settings, ask, cache) for q in asked], settings, usage)
+
+
 def _claims(
-    messages: list[dict[str, str]], settings: Settings, ask: Ask, cache: Cache, usage: Usage
+    messages: list[dict[str, str]], settings: Settings, ask: Ask, cache: Cache, reply: Reply
 ) -> list[dict[str, Any]]:
-    content = _ask_cached(messages, settings, ask, cache, usage)
+    content = _ask_cached(messages, settings, ask, cache, reply)
     try:
         return parse_answer(content)
     except AnswerInvalid as exc:
-        usage.repairs += 1
+        reply.repairs += 1
         repair = [
             *messages,
             {"role": "assistant", "content": content[:4000]},
@@ -151,25 +233,21 @@ def _claims(
                 "content": f"That answer is invalid ({exc}). Answer again with JSON matching the schema.",
             },
         ]
-        return parse_answer(_ask_cached(repair, settings, ask, cache, usage))
+        return parse_answer(_ask_cached(repair, settings, ask, cache, reply))
 
 
 def _ask_cached(
-    messages: list[dict[str, str]], settings: Settings, ask: Ask, cache: Cache, usage: Usage
+    messages: list[dict[str, str]], settings: Settings, ask: Ask, cache: Cache, reply: Reply
 ) -> str:
     key = cache_key(settings.model, messages)
     hit = cache.get(key)
     if hit is not None:
-        usage.cached += 1
+        reply.cached += 1
         return hit
     content, tokens = ask(messages)
-    usage.requests += 1
-    usage.prompt_tokens += tokens.get("prompt", 0)
-    usage.completion_tokens += tokens.get("completion", 0)
-    usage.cost += (
-        Decimal(tokens.get("prompt", 0)) * settings.price_in
-        + Decimal(tokens.get("completion", 0)) * settings.price_out
-    ) / Decimal(1_000_000)
+    reply.sent += 1
+    reply.prompt_tokens += tokens.get("prompt", 0)
+    reply.completion_tokens += tokens.get("completion", 0)
     cache.put(key, content)
     return content
 
@@ -194,12 +272,21 @@ def _states_it(checked: Checked, note: Fragment) -> Checked:
     return checked
 
 
-def _apply(result: LedgerResult, note: Fragment, checked: Checked, n: int, model: str) -> None:
+def _apply(result: LedgerResult, note: Fragment, checked: Checked, n: int, model: str, prompt: str) -> None:
     claim = checked.claim
     conf = float(claim["confidence"])
     if claim["matches"]:
         tx = next(t for t in result.transactions if t.id == claim["matches"])
         tx.fragments = sorted({*tx.fragments, note.id})
+        result.links.append(
+            {
+                "note": note.id,
+                "transaction": tx.id,
+                "model": model,
+                "prompt_sha256": prompt,
+                "confidence": min(conf, 0.8),
+            }
+        )
         for name, value in (
             ("asset", checked.asset),
             ("time", _iso(checked.time_us)),
@@ -207,7 +294,7 @@ def _apply(result: LedgerResult, note: Fragment, checked: Checked, n: int, model
         ):
             if value is not None and name not in tx.values:
                 tx.values[name] = value
-                tx.provenance[name] = Provenance("llm", min(conf, 0.8), [note.id])
+                tx.provenance[name] = Provenance("llm", min(conf, 0.8), [note.id], model, prompt)
         return
     kind = claim["type"]
     sign = Decimal(-1) if kind == "withdrawal" else Decimal(1)
@@ -223,7 +310,7 @@ def _apply(result: LedgerResult, note: Fragment, checked: Checked, n: int, model
                 if name == "amount" and re.search(r"\b(about|around|roughly|~)", (note.text or "").lower())
                 else ""
             )
-            tx.provenance[name] = Provenance("llm", min(conf, 0.5), [note.id])
+            tx.provenance[name] = Provenance("llm", min(conf, 0.5), [note.id], model, prompt)
     result.transactions.append(tx)
 
 

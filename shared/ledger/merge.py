@@ -37,9 +37,30 @@ class Provenance:
     source: str  # observed | derived | inferred | llm
     confidence: float
     fragments: list[str]
+    model: str | None = None  # llm: the model that answered
+    prompt: str | None = None  # llm: the SHA-256 of model, prompt and schema (the cache key)
 
     def as_json(self) -> dict[str, Any]:
-        return {"source": self.source, "confidence": round(self.confidence, 4), "fragments": self.fragments}
+        out: dict[str, Any] = {
+            "source": self.source,
+            "confidence": round(self.confidence, 4),
+            "fragments": self.fragments,
+        }
+        if self.model is not None:
+            out["model"] = self.model
+        if self.prompt is not None:
+            out["prompt_sha256"] = self.prompt
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Provenance:
+        return cls(
+            data["source"],
+            float(data["confidence"]),
+            list(data["fragments"]),
+            data.get("model"),
+            data.get("prompt_sha256"),
+        )
 
 
 @dataclass(slots=True)

@@ -61,6 +61,7 @@ def report_json(result: LedgerResult, llm: Mapping[str, Any] | None = None) -> d
         "conflicting_fields": conflicts,
         "unresolved": dict(sorted(unresolved.items())),
         "problems": len(result.problems),
+        "notes_linked_by_llm": len(result.links),
         "llm": dict(llm) if llm is not None else dict(NO_LLM),
     }
 
@@ -92,6 +93,8 @@ def records(result: LedgerResult) -> Iterator[dict[str, Any]]:
         yield {"type": "input", **i.as_json()}
     for tx in result.transactions:
         yield {"type": "transaction", "transaction": tx.as_json()}
+    for link in result.links:
+        yield {"type": "llm_link", **link}
     for u in result.unresolved:
         yield {"type": "unresolved", **u}
     for account, assets in sorted(result.balances.items()):

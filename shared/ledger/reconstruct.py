@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,15 +51,18 @@ class LedgerResult:
     observations: list[Observation]
     problems: list[Problem] = field(default_factory=list)
     cutoff_us: int = 0
+    # Notes the LLM tied to a transaction the fragments hold: {"note", "transaction", "model",
+    # "prompt_sha256", "confidence"} (in the audit records; a field the transaction lacked is
+    # also filled, with source llm).
+    links: list[dict[str, Any]] = field(default_factory=list)
 
 
-def reconstruct(paths: Sequence[str], cutoff_us: int) -> LedgerResult:
+def survey(paths: Sequence[str]) -> list[Input]:
+    """The fragment files under ``paths``, each hashed (what a job's plan holds), or with the
+    reason it cannot be read."""
     inputs: list[Input] = []
-    fragments: list[Fragment] = []
-    problems: list[Problem] = []
-    root = _root(paths)
     for entry in expand_paths(paths):
-        item = Input(shown_path(entry.path))
+        item = Input(entry.path)
         inputs.append(item)
         if entry.problem is not None:
             item.error = entry.problem
@@ -69,14 +72,50 @@ def reconstruct(paths: Sequence[str], cutoff_us: int) -> LedgerResult:
             if size > MAX_FILE_BYTES:
                 item.error = f"larger than {MAX_FILE_BYTES >> 20} MB: not a fragment file"
                 continue
+            digest = hashlib.sha256()
             with open(entry.path, "rb") as fh:
-                data = fh.read()
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+                    item.size += len(block)
         except OSError as exc:
             item.error = f"cannot read: {exc.strerror or exc}"
             continue
-        item.size = len(data)
-        item.sha256 = hashlib.sha256(data).hexdigest()
-        got, bad = read_fragments(entry.path, data, _name(entry.path, root))
+        item.sha256 = digest.hexdigest()
+    return inputs
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def reconstruct(paths: Sequence[str], cutoff_us: int) -> LedgerResult:
+    """The ledger of the fragment files under ``paths`` (read here, from disk)."""
+    return reconstruct_inputs(survey(paths), root_of(paths), cutoff_us, _read_file)
+
+
+def reconstruct_inputs(
+    inputs: Sequence[Input], root: str, cutoff_us: int, read: Callable[[str], bytes]
+) -> LedgerResult:
+    """The ledger of surveyed inputs, their bytes from ``read`` (a worker reads through the
+    job's block source).  Fragment ids are named relative to ``root``."""
+    shown: list[Input] = []
+    fragments: list[Fragment] = []
+    problems: list[Problem] = []
+    for given in inputs:
+        item = Input(shown_path(given.path), given.sha256, given.size, error=given.error)
+        shown.append(item)
+        if item.error is not None:
+            continue
+        try:
+            data = read(given.path)
+        except OSError as exc:
+            item.error = f"cannot read: {exc.strerror or exc}"
+            continue
+        if hashlib.sha256(data).hexdigest() != given.sha256:
+            item.error = "changed while it was read (its SHA-256 is not the one first read)"
+            continue
+        got, bad = read_fragments(given.path, data, _name(given.path, root))
         item.records = len(got)
         item.problems = len(bad)
         fragments += got
@@ -86,7 +125,7 @@ def reconstruct(paths: Sequence[str], cutoff_us: int) -> LedgerResult:
     transactions, grouping, ordered = build(observations)
     unresolved = _unresolved(notes, grouping.ambiguous, ordered, transactions, problems)
     return LedgerResult(
-        inputs,
+        shown,
         transactions,
         balances(transactions, cutoff_us),
         unresolved,
@@ -97,7 +136,7 @@ def reconstruct(paths: Sequence[str], cutoff_us: int) -> LedgerResult:
     )
 
 
-def _root(paths: Sequence[str]) -> str:
+def root_of(paths: Sequence[str]) -> str:
     """The directory fragment ids are named from: the inputs' common directory."""
     full = [os.path.abspath(p) for p in paths]
     common = os.path.commonpath(full) if full else os.getcwd()
