@@ -43,6 +43,7 @@ PIPELINE_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.replay_limit
+	$(BIN)/python -m bench.ledger_calibration
 	$(BIN)/python -m bench.pipeline $(PIPELINE_ARGS)
 
 ## The pipeline only: 2 workers against 1 and against one process (plain and gzip), the

@@ -155,3 +155,38 @@ def test_429_retry_after_is_honoured(
         report = run(fragments, tmp_path / "out", server.url, monkeypatch)
         times = [t for t, _ in server.requests]
     assert report["llm"]["requests"] == 2 and times[1] - times[0] >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("link_to", "amount", "reason"),
+    [
+        ("trade", "-0.15", "it links a trade, but claims a withdrawal"),
+        ("withdrawal", "-1.5", "it links a transaction of -0.15?, but claims -1.5"),
+    ],
+)
+def test_a_link_to_a_transaction_the_claim_does_not_fit_is_rejected(
+    fragments: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_to: str, amount: str, reason: str
+) -> None:
+    def wrong_link(note: str, known: list[dict[str, Any]], n: int) -> tuple[int, dict[str, str], Any]:
+        if not note.startswith(NOTE_WITHDRAWAL):
+            return 200, {}, completion({"claims": []})
+        target = next(t["id"] for t in known if t["type"] == link_to)
+        claim = {
+            "type": "withdrawal",
+            "asset": "BTC",
+            "amount": amount,
+            "time": "2022-11-08T14:00:00Z",
+            "matches": target,
+            "confidence": 0.9,
+        }
+        return 200, {}, completion({"claims": [claim]})
+
+    (fragments / "alice" / "notes.txt").write_text(f"{NOTE_WITHDRAWAL} Or was it 1.5?\n")
+    with chat_server(wrong_link) as server:
+        report = run(fragments, tmp_path / "out", server.url, monkeypatch)
+        assert len(server.requests) == 1
+    assert report["llm"]["rejected_claims"] == 1 and report["notes_linked_by_llm"] == 0
+    unresolved = [
+        json.loads(line) for line in (tmp_path / "out" / "unresolved.jsonl").read_text().splitlines()
+    ]
+    assert [u["reason"] for u in unresolved if u["kind"] == "note"] == [f"LLM claim rejected: {reason}"]

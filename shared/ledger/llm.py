@@ -203,6 +203,10 @@ def check_claim(claim: dict[str, Any], note: str, known: dict[str, dict[str, Any
     linked = known.get(claim["matches"]) if claim["matches"] else None
     if claim["matches"] and linked is None:
         return Checked(claim, False, f"it links {claim['matches']!r}, which is no known transaction")
+    if linked is not None:
+        clash = _clash(claim, linked, note)
+        if clash:
+            return Checked(claim, False, clash)
     text = note.upper()
     asset = (claim["asset"] or "").strip().upper() or None
     in_note = asset is None or re.search(rf"(?<![A-Z]){re.escape(asset)}(?![A-Z])", text)
@@ -232,6 +236,27 @@ def check_claim(claim: dict[str, Any], note: str, known: dict[str, dict[str, Any
                 return Checked(claim, False, "its time falls on no day the note names")
         when = t.us
     return Checked(claim, True, "", amount, when, asset)
+
+
+_ROUGHLY = re.compile(r"\b(about|around|roughly|approx\w*|circa|some)\b|~", re.IGNORECASE)
+
+
+def _clash(claim: dict[str, Any], linked: dict[str, Any], note: str) -> str:
+    """Why a claim cannot be about the transaction it links (empty: it can): another type,
+    another asset, or an amount the linked one does not have (within 10 % where the note
+    says "about")."""
+    if claim["type"] != linked.get("type"):
+        return f"it links a {linked.get('type')}, but claims a {claim['type']}"
+    asset = (claim["asset"] or "").strip().upper()
+    if asset and linked.get("asset") and asset != linked["asset"]:
+        return f"it links a transaction of {linked['asset']}, but claims {asset}"
+    a = parse_amount(claim["amount"]) if claim["amount"] is not None else None
+    b = parse_amount(str(linked["amount"])) if linked.get("amount") is not None else None
+    if a is not None and b is not None and abs(a.value) != abs(b.value):
+        close = abs(abs(a.value) - abs(b.value)) <= abs(b.value) / 10
+        if not (close and _ROUGHLY.search(note)):
+            return f"it links a transaction of {linked['amount']}, but claims {claim['amount']}"
+    return ""
 
 
 def _same(text: Any, value: Decimal) -> bool:

@@ -179,6 +179,9 @@ def _settle(
     chosen = best[0]
     supporters = sorted({s[3].fragment for s in seen if s[0] == chosen})
     if len(pool_values) > 1:
+        # Sources that saw it directly disagree: the value is chosen by a rule (the most
+        # direct record), not observed beyond doubt.
+        how = "inferred"
         confidence = 0.5
     elif len(values) > 1:
         confidence = 0.9

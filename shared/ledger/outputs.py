@@ -41,8 +41,23 @@ NO_LLM = {
 }
 
 
+# Confidence bands of report.json's fields_by_confidence (and of the calibration measured on
+# generated sets: `python -m bench.ledger_calibration`): (label, lowest, above the highest).
+CONFIDENCE_BANDS = (
+    ("1", 1.0, 1.01),
+    ("[0.9, 1)", 0.9, 1.0),
+    ("[0.7, 0.9)", 0.7, 0.9),
+    ("[0, 0.7)", 0.0, 0.7),
+)
+
+
+def band_of(confidence: float) -> str:
+    return next(label for label, lo, hi in CONFIDENCE_BANDS if lo <= confidence < hi)
+
+
 def report_json(result: LedgerResult, llm: Mapping[str, Any] | None = None) -> dict[str, Any]:
     sources: Counter[str] = Counter()
+    bands: Counter[str] = Counter()
     types: Counter[str] = Counter()
     conflicts = 0
     for tx in result.transactions:
@@ -50,6 +65,7 @@ def report_json(result: LedgerResult, llm: Mapping[str, Any] | None = None) -> d
         conflicts += len(tx.conflicts)
         for p in tx.provenance.values():
             sources[p.source] += 1
+            bands[band_of(p.confidence)] += 1
     unresolved: Counter[str] = Counter(u["kind"] for u in result.unresolved)
     return {
         "inputs": [i.as_json() for i in result.inputs],
@@ -58,6 +74,7 @@ def report_json(result: LedgerResult, llm: Mapping[str, Any] | None = None) -> d
         "transactions": len(result.transactions),
         "by_type": dict(sorted(types.items())),
         "fields_by_source": dict(sorted(sources.items())),
+        "fields_by_confidence": {label: bands[label] for label, _, _ in CONFIDENCE_BANDS},
         "conflicting_fields": conflicts,
         "unresolved": dict(sorted(unresolved.items())),
         "problems": len(result.problems),

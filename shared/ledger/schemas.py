@@ -19,6 +19,7 @@ Pure.  Headers are compared without case, spaces, underscores or dashes, so ``Fe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -99,12 +100,19 @@ def normalize_header(name: str) -> str:
     return "".join(c for c in name.lower() if c.isalnum())
 
 
+@functools.lru_cache(maxsize=4096)
+def _field(name: str) -> str:
+    """The canonical field of a column name (a file's columns repeat on every row)."""
+    normal = normalize_header(name)
+    return COLUMNS.get(normal, "x_" + normal)
+
+
 def canonical(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row with its columns renamed to the canonical fields (unknown columns kept, prefixed
     ``x_``, so nothing read is dropped); a column named twice keeps its first non-empty value."""
     out: dict[str, Any] = {}
     for name, value in row.items():
-        field = COLUMNS.get(normalize_header(str(name)), "x_" + normalize_header(str(name)))
+        field = _field(str(name))
         if field not in out or out[field] in (None, ""):
             out[field] = value
     return out
