@@ -85,8 +85,11 @@ def lost(url: str, job: str, exc: BaseException) -> BrokerLost:
 class Progress:
     """``segments done/total, messages, messages per second`` on one line of stderr."""
 
-    def __init__(self, job: str, out: TextIO | None = None, every_s: float = 0.5) -> None:
+    def __init__(
+        self, job: str, out: TextIO | None = None, every_s: float = 0.5, unit: str = "messages"
+    ) -> None:
         self.job = job
+        self.unit = unit
         self.out = out if out is not None else sys.stderr
         self.every_s = every_s
         self.started = time.monotonic()
@@ -102,7 +105,7 @@ class Progress:
         done, total = state["segments_done"], state["segments_total"]
         messages = int(state.get("messages", 0))
         rate = messages / max(now - self.started, 1e-6)
-        line = f"job {self.job[:12]}: segments {done}/{total}, {messages:,} messages, {rate:,.0f} msg/s"
+        line = f"job {self.job[:12]}: segments {done}/{total}, {messages:,} {self.unit}, {rate:,.0f}/s"
         if state.get("dead_letters"):
             line += f", {state['dead_letters']} dead-lettered"
         if self.tty:
@@ -186,7 +189,8 @@ class Submitter:
     def wait_for_segments(self, how: Waiting) -> None:
         """Serve the data until every segment is finished."""
         store = self.store
-        bar = Progress(self.job) if how.progress else None
+        unit = "records" if self.plan.kind == "ledger" else "messages"
+        bar = Progress(self.job, unit=unit) if how.progress else None
         watch = _WorkerWatch(self, how)
         started = renewed = time.monotonic()
         while True:

@@ -87,6 +87,11 @@ def _gate(settings: Settings, redis_client: Any) -> Gate:
     return found
 
 
+def _records(result: LedgerResult) -> int:
+    """Fragments read (the job's progress)."""
+    return sum(i.records for i in result.inputs)
+
+
 class LedgerKind:
     name = NAME
     queue = Queue.LEDGER
@@ -100,7 +105,7 @@ class LedgerKind:
         asked = questions(result) if body["llm"] is not None else []
         if asked:
             return Step(codec.encode(result), tuple(SubTask(Queue.LLM, q.as_json()) for q in asked))
-        return Step(codec.encode(result, {"llm": None}), messages=len(result.transactions))
+        return Step(codec.encode(result, {"llm": None}), messages=_records(result))
 
     def continue_segment(
         self,
@@ -116,7 +121,7 @@ class LedgerKind:
         result, _ = codec.decode(previous)
         usage = Usage()
         apply_replies(result, questions(result), [Reply.decode(a) for a in answers], settings, usage)
-        return Step(codec.encode(result, {"llm": usage.as_json(True)}), messages=len(result.transactions))
+        return Step(codec.encode(result, {"llm": usage.as_json(True)}), messages=_records(result))
 
     def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, ctx: SubtaskContext) -> bytes:
         settings = _settings(plan)

@@ -46,6 +46,7 @@ class Truth:
     size: Decimal | None = None
     tx_hash: str | None = None
     written: set[str] = field(default_factory=set)  # fields some fragment carries
+    only_noted: bool = False  # in no record: only in a free-text note
 
     def value(self, name: str) -> str | None:
         if name == "time":
@@ -54,6 +55,47 @@ class Truth:
         if isinstance(v, Decimal):
             return format_decimal(v)
         return v
+
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+NOTE_FORMS = {
+    "withdrawal": (
+        "Withdrew {amount} {asset} on the {nth}.",
+        "Took out {amount} {asset} on {month} {day}, around {hour}.",
+        "Sent out {amount} {asset} to my own wallet on the {nth}.",
+        "Cashed out {amount} {asset}, {month} {day}.",
+    ),
+    "deposit": (
+        "Deposited {amount} {asset} on the {nth}.",
+        "Funded the account with {amount} {asset} on {month} {day}.",
+        "Received {amount} {asset} from the old wallet on the {nth}, around {hour}.",
+    ),
+}
+
+
+def note_about(t: Truth, rng: random.Random) -> str:
+    """A note a person might write about ``t``: the amount exactly, or "about" it rounded to
+    the note's precision ("about 2.0 ETH", "about 45500 USD")."""
+    amount = abs(t.amount)
+    exact = rng.random() < 0.7
+    if exact:
+        text = f"{amount:,}" if t.asset == "USD" and amount >= 1000 else format_decimal(amount)
+    else:
+        step = Decimal(100) if t.asset == "USD" else Decimal("0.1")
+        rounded = ((amount / step).quantize(Decimal(1)) or Decimal(1)) * step
+        text = "about " + (f"{rounded:f}" if step < 1 else f"{rounded.normalize():f}")
+    day = int(iso_utc(t.time_us)[8:10])
+    hour = int(iso_utc(t.time_us)[11:13])
+    nth = f"{day}{'th' if 11 <= day <= 13 else {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
+    form = rng.choice(NOTE_FORMS[t.type])
+    return form.format(
+        amount=text,
+        asset=t.asset,
+        nth=nth,
+        day=day,
+        month=MONTHS[int(iso_utc(t.time_us)[5:7]) - 1],
+        hour=f"{hour % 12 or 12}{'am' if hour < 12 else 'pm'}",
+    )
 
 
 def ftx_trades() -> list[dict[str, Any]]:
@@ -93,7 +135,7 @@ def _typo(text: str, rng: random.Random) -> str:
 
 
 def generate(
-    seed: int = 7, accounts: int = 4, conflicts: float = 0.0
+    seed: int = 7, accounts: int = 4, conflicts: float = 0.0, notes: float = 0.0
 ) -> tuple[list[Truth], dict[str, bytes], dict[str, str]]:
     """(the true ledger, the fragment files by relative path, fragment id -> true transaction id).
 
@@ -109,7 +151,7 @@ def generate(
     def add(account: str, fname: str, row: Any, tid: str, line_of: str = "csv") -> None:
         rows = files.setdefault(f"{account}/{fname}", {"rows": []})["rows"]
         rows.append(row)
-        line = len(rows) + 1 if line_of == "csv" else len(rows)
+        line = {"csv": len(rows) + 1, "note": 2 * len(rows) - 1}.get(line_of, len(rows))
         origin[f"{account}/{fname}:{line}"] = tid
 
     for k, t in enumerate(trades):
@@ -240,6 +282,15 @@ def generate(
             signed = amount if kind == "deposit" else -amount
             tr = Truth(f"{kind}:{ident}", account, kind, when_us, asset, signed, wfee, None, tx_hash=txh)
             truth.append(tr)
+            if notes and rng.random() < notes:  # known only from what the account holder wrote
+                text = note_about(tr, rng)
+                add(account, "notes.txt", text, tr.id, "note")
+                tr.only_noted = True
+                # What the LLM stage can recover: the asset, and the amount where it is exact.
+                tr.written |= {"asset"} | (set() if "about" in text else {"amount"})
+                continue
+            if notes and rng.random() < notes:  # also in a note, beside the records
+                add(account, "notes.txt", note_about(tr, rng), tr.id, "note")
             t_text = iso_utc(when_us).replace(".000000", "")
             shown_id = ident if rng.random() < 0.7 else ident[:-2] + "?"
             uncertain = rng.random() < 0.15
@@ -315,7 +366,9 @@ def generate(
     }
     for path, content in files.items():
         name = path.split("/")[1]
-        if name.endswith(".jsonl"):
+        if name == "notes.txt":  # one paragraph each
+            out[path] = "\n\n".join(content["rows"]).encode() + b"\n"
+        elif name.endswith(".jsonl"):
             out[path] = b"".join(json.dumps(r).encode() + b"\n" for r in content["rows"])
         else:
             out[path] = _csv(headers[name].split(","), content["rows"])

@@ -28,7 +28,7 @@ FTX_PETITION_CUTOFF_US = 1_668_142_800_000_000  # 2022-11-11T05:00:00Z = 00:00 E
 NOT_SETTLED = frozenset({"failed", "cancelled", "canceled", "rejected", "pending", "unconfirmed"})
 
 
-def _dec(value: Any) -> Decimal | None:
+def ledger_decimal(value: Any) -> Decimal | None:
     """A ledger decimal (``0.15``, or ``0.15?`` where every source marked it uncertain)."""
     if value is None:
         return None
@@ -66,11 +66,11 @@ def balances(transactions: Iterable[Transaction], cutoff_us: int) -> dict[str, A
 
         v = tx.values
         if tx.type in ("trade", "deposit", "withdrawal", "funding", "fee"):
-            add(tx.account, v.get("asset"), _dec(v.get("amount")), guessed("amount", "asset"))
+            add(tx.account, v.get("asset"), ledger_decimal(v.get("amount")), guessed("amount", "asset"))
         if tx.type == "trade":
             add(tx.account, tx.quote_asset, tx.quote_amount, guessed("amount", "price", "size"))
         if tx.type in ("trade", "withdrawal"):
-            fee = _dec(v.get("fee"))
+            fee = ledger_decimal(v.get("fee"))
             add(tx.account, v.get("fee_asset") or (v.get("asset") if tx.type == "withdrawal" else None),
                 None if fee is None else -fee, guessed("fee", "fee_asset"))  # fmt: skip
     out: dict[str, dict[str, dict[str, str | float]]] = {}

@@ -68,6 +68,8 @@ def read_fragments(path: str, data: bytes, name: str | None = None) -> tuple[lis
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
             return _json_lines(path, name, text)
+        if isinstance(doc, dict) and isinstance(doc.get("response"), (dict, list)):
+            return _json_lines(path, name, text)  # an API log of one request
         return _records(path, name, 1, _rows_of(doc), name)
     if _looks_like_csv(text):
         return _csv(path, name, text)

@@ -185,7 +185,24 @@ def parse_answer(content: str) -> list[dict[str, Any]]:
 
 
 _NUMBER_IN_TEXT = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?")
-_DAY = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)\b|\b\d{4}-\d{2}-(\d{2})\b")
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+# A day of the month as a note names it: "the 8th", "2022-11-08", "Nov 8", "8 November".
+_DAY = re.compile(
+    rf"\b(\d{{1,2}})(?:st|nd|rd|th)\b|\b\d{{4}}-\d{{2}}-(\d{{2}})\b"
+    rf"|\b{_MONTH}\s+(\d{{1,2}})\b|\b(\d{{1,2}})\s+{_MONTH}",
+    re.IGNORECASE,
+)
+
+
+def numbers_in(note: str) -> set[Decimal]:
+    """The numbers a note writes, as absolute values ("1,200" is 1200)."""
+    written = {parse_amount(m.replace(",", "")) for m in _NUMBER_IN_TEXT.findall(note)}
+    return {abs(w.value) for w in written if w is not None}
+
+
+def days_named(note: str) -> set[int]:
+    """The days of the month a note names."""
+    return {int(next(g for g in groups if g)) for groups in _DAY.findall(note)}
 
 
 @dataclass(slots=True)
@@ -217,9 +234,7 @@ def check_claim(claim: dict[str, Any], note: str, known: dict[str, dict[str, Any
         a = parse_amount(claim["amount"])
         if a is None:
             return Checked(claim, False, f"amount {claim['amount']!r} is not a number")
-        written = {parse_amount(m.replace(",", "")) for m in _NUMBER_IN_TEXT.findall(note)}
-        values = {abs(w.value) for w in written if w is not None}
-        if abs(a.value) not in values and not (linked and _same(linked.get("amount"), a.value)):
+        if abs(a.value) not in numbers_in(note) and not (linked and _same(linked.get("amount"), a.value)):
             return Checked(claim, False, f"amount {claim['amount']} is not written in the note")
         amount = a.value
     when = None
@@ -231,7 +246,7 @@ def check_claim(claim: dict[str, Any], note: str, known: dict[str, dict[str, Any
             if abs(t.us - linked["time_us"]) > 86_400_000_000:
                 return Checked(claim, False, "its time is more than a day from the linked transaction's")
         else:
-            days = {int(a or b) for a, b in _DAY.findall(note)}
+            days = days_named(note)
             if int(iso_utc(t.us)[8:10]) not in days:
                 return Checked(claim, False, "its time falls on no day the note names")
         when = t.us
@@ -241,10 +256,29 @@ def check_claim(claim: dict[str, Any], note: str, known: dict[str, dict[str, Any
 _ROUGHLY = re.compile(r"\b(about|around|roughly|approx\w*|circa|some)\b|~", re.IGNORECASE)
 
 
+def roughly(note: str) -> bool:
+    """The note gives its amounts as estimates ("about", "around", "~")."""
+    return _ROUGHLY.search(note) is not None
+
+
+def rounds_to(written: Decimal, value: Decimal) -> bool:
+    """``value`` rounded to the precision ``written`` is given in is ``written``: what "about"
+    covers ("about 0.9" is 0.85 to 0.95, "about 45500" is 45450 to 45550)."""
+    given = written.as_tuple().exponent
+    if not isinstance(given, int):
+        return False
+    exponent: int = given
+    if exponent >= 0:
+        normal = written.normalize().as_tuple().exponent
+        exponent = max(exponent, normal if isinstance(normal, int) else 0)
+    half_unit = Decimal(1).scaleb(exponent) / 2
+    return abs(abs(value) - abs(written)) <= half_unit
+
+
 def _clash(claim: dict[str, Any], linked: dict[str, Any], note: str) -> str:
     """Why a claim cannot be about the transaction it links (empty: it can): another type,
-    another asset, or an amount the linked one does not have (within 10 % where the note
-    says "about")."""
+    another asset, or an amount the linked one does not have (or, where the note says "about",
+    does not round to)."""
     if claim["type"] != linked.get("type"):
         return f"it links a {linked.get('type')}, but claims a {claim['type']}"
     asset = (claim["asset"] or "").strip().upper()
@@ -252,10 +286,13 @@ def _clash(claim: dict[str, Any], linked: dict[str, Any], note: str) -> str:
         return f"it links a transaction of {linked['asset']}, but claims {asset}"
     a = parse_amount(claim["amount"]) if claim["amount"] is not None else None
     b = parse_amount(str(linked["amount"])) if linked.get("amount") is not None else None
-    if a is not None and b is not None and abs(a.value) != abs(b.value):
-        close = abs(abs(a.value) - abs(b.value)) <= abs(b.value) / 10
-        if not (close and _ROUGHLY.search(note)):
-            return f"it links a transaction of {linked['amount']}, but claims {claim['amount']}"
+    if (
+        a is not None
+        and b is not None
+        and abs(a.value) != abs(b.value)
+        and not (roughly(note) and rounds_to(a.value, b.value))
+    ):
+        return f"it links a transaction of {linked['amount']}, but claims {claim['amount']}"
     return ""
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from shared.errors import RetapeError
-from shared.ledger.balances import balances
+from shared.ledger.balances import balances, ledger_decimal
 from shared.ledger.fragments import Fragment
 from shared.ledger.llm import (
     AnswerInvalid,
@@ -29,8 +29,12 @@ from shared.ledger.llm import (
     Usage,
     cache_key,
     check_claim,
+    days_named,
+    numbers_in,
     parse_answer,
     prompt_for,
+    roughly,
+    rounds_to,
 )
 from shared.ledger.merge import Provenance, Transaction
 from shared.ledger.reconstruct import LedgerResult
@@ -49,9 +53,33 @@ TYPE_WORDS = {
 }
 
 
-def _candidates(result: LedgerResult, account: str) -> dict[str, dict[str, Any]]:
-    txs = [t for t in result.transactions if t.account == account and t.type != "transfer"]
-    txs = txs[:MAX_CANDIDATES]
+def _relevance(tx: Transaction, text: str, numbers: set[Decimal], days: set[int]) -> int:
+    """How much a note seems to speak of ``tx``: its amount written, its asset named, its day
+    named, a word of its type."""
+    score = 0
+    amount = ledger_decimal(tx.values.get("amount"))
+    if amount is not None and abs(amount) in numbers:
+        score += 4
+    asset = tx.values.get("asset")
+    if asset and re.search(rf"(?<![a-z]){re.escape(str(asset).lower())}(?![a-z])", text):
+        score += 2
+    time = tx.values.get("time")
+    if time and int(str(time)[8:10]) in days:
+        score += 1
+    if any(w in text for w in TYPE_WORDS.get(tx.type, ())):
+        score += 1
+    return score
+
+
+def _candidates(result: LedgerResult, note: Fragment) -> dict[str, dict[str, Any]]:
+    """The account's transactions a note most likely speaks of (at most MAX_CANDIDATES, the
+    most relevant first, then by time): what the LLM may link it to."""
+    text = (note.text or "").lower()
+    numbers = numbers_in(text)
+    days = days_named(text)
+    txs = [t for t in result.transactions if t.account == note.account and t.type != "transfer"]
+    ranked = sorted(enumerate(txs), key=lambda it: (-_relevance(it[1], text, numbers, days), it[0]))
+    chosen = sorted(ranked[:MAX_CANDIDATES], key=lambda it: it[0])
     return {
         t.id: {
             "id": t.id,
@@ -61,8 +89,33 @@ def _candidates(result: LedgerResult, account: str) -> dict[str, dict[str, Any]]
             "amount": t.values.get("amount"),
             "time_us": t.time_us,
         }
-        for t in txs
+        for _, t in chosen
     }
+
+
+def _already_held(result: LedgerResult, note: Fragment, checked: Checked) -> str:
+    """The id of a transaction the ledger holds that a new claim would count again (same
+    account, type and asset, the same amount or one that rounds to it where the note says
+    "about", the same day when the claim has a time); empty if none."""
+    kind = checked.claim["type"]
+    for tx in result.transactions:
+        if tx.account != note.account or tx.type != kind or tx.values.get("asset") != checked.asset:
+            continue
+        amount = ledger_decimal(tx.values.get("amount"))
+        if amount is None or checked.amount is None:
+            continue
+        if abs(amount) != abs(checked.amount) and not (
+            roughly(note.text or "") and rounds_to(checked.amount, amount)
+        ):
+            continue
+        other_day = (
+            checked.time_us is not None
+            and tx.time_us is not None
+            and iso_utc(tx.time_us)[:10] != iso_utc(checked.time_us)[:10]
+        )
+        if not other_day:
+            return tx.id
+    return ""
 
 
 class Cache:
@@ -147,9 +200,7 @@ def questions(result: LedgerResult) -> list[Question]:
     depends on another one's)."""
     out = []
     for note in sorted(result.notes, key=lambda n: n.id):
-        listed = [
-            {k: v for k, v in c.items() if k != "time_us"} for c in _candidates(result, note.account).values()
-        ]
+        listed = [{k: v for k, v in c.items() if k != "time_us"} for c in _candidates(result, note).values()]
         out.append(Question(note.id, prompt_for(note.text or "", listed)))
     return out
 
@@ -173,6 +224,8 @@ def apply_replies(
     ``result.unresolved`` with their reasons; count the usage.  Updates ``result`` in place,
     the same whatever order the replies came in."""
     notes = {n.id: n for n in result.notes}
+    # What each question offered to link, before any answer changes the ledger.
+    offered = {q.note: _candidates(result, notes[q.note]) for q in asked}
     extra: list[dict[str, Any]] = []
     for question, reply in zip(asked, replies, strict=True):
         note = notes[question.note]
@@ -191,12 +244,18 @@ def apply_replies(
         if not reply.claims:
             extra.append(_unresolved(note, "the LLM found no transaction in it"))
             continue
-        known = _candidates(result, note.account)
+        known = offered[note.id]
         prompt = cache_key(settings.model, question.messages)
         for n, claim in enumerate(reply.claims):
             checked = check_claim(claim, note.text or "", known)
             if checked.ok and not claim["matches"]:
                 checked = _states_it(checked, note)
+                held = _already_held(result, note, checked) if checked.ok else ""
+                if held:
+                    checked.ok, checked.reason = (
+                        False,
+                        f"the fragments hold it already ({held}): not counted twice",
+                    )
             if not checked.ok:
                 usage.rejected += 1
                 extra.append(_unresolved(note, f"LLM claim rejected: {checked.reason}", claim))

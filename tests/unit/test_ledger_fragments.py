@@ -131,6 +131,19 @@ def test_api_logs_name_their_records_by_endpoint_and_a_broken_line_is_a_problem(
     assert t.ids == {"id": "1", "trade_id": "9", "order_id": "5"}
 
 
+def test_an_api_log_of_one_request_is_read_as_a_log(tmp_path: Path) -> None:
+    one = API_LOG.split(b"\n")[0] + b"\n"
+    for data in (one, one.rstrip(b"\n")):
+        fragments, problems = _read(tmp_path, "carol", "api.jsonl", data)
+        assert problems == []
+        (deposit,) = fragments
+        assert (
+            deposit.kind == Kind.DEPOSIT
+            and deposit.hint == "/wallet/deposits"
+            and deposit.id == "api.jsonl:1"
+        )
+
+
 def test_notes_are_quoted_data_one_fragment_per_paragraph(tmp_path: Path) -> None:
     fragments, problems = _read(tmp_path, "dave", "notes.txt", NOTE)
     assert not problems
