@@ -895,9 +895,14 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             f"results in {args.out}/ (ledger.jsonl, ledger.csv, balances.json, unresolved.jsonl, "
             "report.json, audit/)"
         )
-    failed = [i for i in report["inputs"] if str(i.get("error") or "").startswith("not reconstructed")]
-    if failed:
-        sys.stderr.write(f"retape: the ledger could not be rebuilt: {failed[0]['error']} (exit status 3)\n")
+    unread = [i for i in report["inputs"] if i.get("error")]
+    for entry in unread:
+        sys.stderr.write(f"retape: not read: {entry['path']}: {entry['error']}\n")
+    if unread:
+        sys.stderr.write(
+            f"retape: {len(unread)} input(s) were not read; report.json and unresolved.jsonl mark them "
+            "(exit status 3)\n"
+        )
         return EXIT_INCOMPLETE
     return EXIT_OK
 

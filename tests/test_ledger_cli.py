@@ -96,3 +96,24 @@ def test_bad_files_are_named_and_the_rest_goes_on(fragments: Path, tmp_path: Pat
         ("junk.jsonl:1", "record 0: no known k"),
         ("junk.jsonl:2", "invalid JSON: unexpe"),
     ]
+
+
+def test_an_input_found_but_not_read_is_named_and_exits_3(
+    fragments: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    carol = fragments / "carol"
+    carol.mkdir()
+    with open(carol / "huge export.csv", "wb") as fh:  # sparse: 300 MB that take no disk
+        fh.truncate(300 << 20)
+    (carol / "gone.csv").symlink_to(tmp_path / "nowhere.csv")
+    out = tmp_path / "out"
+    code = main(["ledger", str(fragments), "--out", str(out), "--quiet", "--in-process"])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "not read:" in err and "huge export.csv: larger than 256 MB" in err and "gone.csv" in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["transactions"] == 5  # the rest goes on
+    unresolved = [json.loads(line) for line in (out / "unresolved.jsonl").read_text().splitlines()]
+    unread = sorted(os.path.basename(u["path"]) for u in unresolved if u["kind"] == "unread_input")
+    assert unread == ["gone.csv", "huge export.csv"]
+    assert verify(str(out)).ok

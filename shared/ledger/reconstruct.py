@@ -124,6 +124,12 @@ def reconstruct_inputs(
     notes = [f for f in fragments if f.kind is None]
     transactions, grouping, ordered = build(observations)
     unresolved = _unresolved(notes, grouping.ambiguous, ordered, transactions, problems)
+    unresolved += [
+        {"kind": "unread_input", "account": None, "fragments": [], "path": i.path, "reason": i.error}
+        for i in shown
+        if i.error is not None
+    ]
+    unresolved.sort(key=lambda u: (str(u.get("account")), u["kind"], u["fragments"], u.get("path", "")))
     return LedgerResult(
         shown,
         transactions,
