@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import orjson
 
@@ -77,6 +78,68 @@ def build_capture(copies: int, dest: Path, symbol: str | None = None) -> tuple[i
     return messages, levels, copies * ns_step / 1e9
 
 
+def build_small_messages(dest: Path, messages: int = 250_000, per_message: int = 8) -> tuple[int, int]:
+    """A USD-M-like stream of small messages (what ``@depth@0ms`` streams, Bybit and OKX send):
+    the real capture's level updates, its diffs cut into messages of ``per_message`` or
+    ``per_message + 1`` updates with their own unbroken ``U``/``u``/``pu`` chain, written as
+    plain text until ``messages`` are out; return (messages, level updates)."""
+    snapshot: bytes | None = None
+    diffs: list[tuple[int, dict]] = []
+    with gzip.open(SOURCE, "rb") as fh:
+        for line in fh:
+            ts, _, raw = line.rstrip(b"\n").partition(b" ")
+            if b"lastUpdateId" in raw[:20]:
+                snapshot = line
+                last_id = orjson.loads(raw)["lastUpdateId"]
+            elif b"@depth" in raw[:40]:
+                diffs.append((int(ts), orjson.loads(raw)))
+    assert snapshot is not None
+    diffs = [(ts, obj) for ts, obj in diffs if obj["data"]["u"] >= last_id]
+    prev = diffs[0][1]["data"]["pu"]
+    span_ns = diffs[-1][0] - diffs[0][0] + 1_000_000
+    written = levels = copy = k = 0
+    with open(dest, "wb") as out:
+        out.write(snapshot)
+        while written < messages:
+            for t_ns, obj in diffs:
+                d = obj["data"]
+                ups = [("b", lv) for lv in d["b"]] + [("a", lv) for lv in d["a"]]
+                shift_ms = copy * span_ns // 1_000_000
+                i = 0
+                while i < len(ups) and written < messages:
+                    n = per_message + (k % 2)
+                    k += 1
+                    part = ups[i : i + n]
+                    i += n
+                    small = {
+                        "e": "depthUpdate",
+                        "E": d["E"] + shift_ms,
+                        "T": d["T"] + shift_ms,
+                        "s": d["s"],
+                        "U": prev + 1,
+                        "u": prev + 1,
+                        "pu": prev,
+                        "b": [lv for side, lv in part if side == "b"],
+                        "a": [lv for side, lv in part if side == "a"],
+                    }
+                    prev += 1
+                    out.write(
+                        b"%d " % (t_ns + copy * span_ns)
+                        + orjson.dumps({"stream": obj["stream"], "data": small})
+                        + b"\n"
+                    )
+                    written += 1
+                    levels += len(part)
+                if written >= messages:
+                    break
+            copy += 1
+    return written, levels
+
+
+def _lines(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # type: ignore[return-value]
+
+
 def baseline(path: Path) -> int:
     """A plain rebuild: SortedDict per side, the same checks; returns crossed episodes."""
     from sortedcontainers import SortedDict
@@ -90,7 +153,7 @@ def baseline(path: Path) -> int:
     last = None
     crossed = False
     episodes = gaps = invalid = 0
-    with gzip.open(path, "rb") as fh:
+    with _lines(path) as fh:
         for line in fh:
             ts, _, raw = line.partition(b" ")
             obj = orjson.loads(raw)
@@ -180,26 +243,31 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     capture = OUT / f"usdm_depth_x{args.copies}.gz"
     messages, levels, span_s = build_capture(args.copies, capture)
+    small = OUT / "usdm_small_messages.txt"
+    small_messages, small_levels = build_small_messages(small)
     print(f"input: {capture.relative_to(ROOT)}: {messages} depth messages, {levels} level updates")
-    t_base, t_ours = timed_pair(capture, args.repeat)
-    base_rate = levels / t_base / 1e6
-    ours_rate = levels / t_ours / 1e6
-    print(f"baseline (sortedcontainers): {t_base:7.3f} s  {base_rate:5.2f} M level updates/s")
-    print(f"retape audit engine:         {t_ours:7.3f} s  {ours_rate:5.2f} M level updates/s")
-    print(f"ratio retape/baseline: {ours_rate / base_rate:.2f}x  (target: retape >= 1.5 M/s)")
+    print(f"input: {small.relative_to(ROOT)}: {small_messages} depth messages, {small_levels} level updates")
+    rows = []
+    for name, path, count in (("real capture", capture, levels), ("small messages", small, small_levels)):
+        t_base, t_ours = timed_pair(path, args.repeat)
+        rows.append((name, count / t_base / 1e6, count / t_ours / 1e6))
+    print("input             baseline M/s   retape M/s   ratio")
+    for name, base_rate, ours_rate in rows:
+        print(f"{name:<16} {base_rate:13.2f} {ours_rate:12.2f} {ours_rate / base_rate:7.2f}x")
+    ours_rate = rows[0][2]
     day_levels = levels / span_s * 86_400
     print(
         f"a day of this stream (~{day_levels / 1e6:.0f} M level updates) at this rate: "
         f"{day_levels / (ours_rate * 1e6):.0f} s on one core"
     )
     if not args.skip_memory:
-        small = OUT / "usdm_depth_x1.gz"
+        one = OUT / "usdm_depth_x1.gz"
         large = OUT / "usdm_depth_x10.gz"
         repeated = OUT / "usdm_depth_x1_each10.gz"
-        build_capture(1, small)
+        build_capture(1, one)
         build_capture(10, large)
-        repeat_lines(small, repeated, 10)
-        rss_small = peak_rss_mb(small)
+        repeat_lines(one, repeated, 10)
+        rss_small = peak_rss_mb(one)
         rss_large = peak_rss_mb(large)
         rss_repeated = peak_rss_mb(repeated)
         print(
