@@ -7,7 +7,7 @@ SAMPLES := tests/data/hftbacktest tests/data/cryptofeed tests/data/cryptofeed_ft
 
 .PHONY: setup demo demo-ledger test lint bench bench-pipeline clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml setup.py $(shell find shared -name '*.pyx')
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .

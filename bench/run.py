@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -212,6 +212,39 @@ def timed_pair(path: Path, repeat: int) -> tuple[float, float]:
     return best_base, best_ours
 
 
+def compiled_vs_pure(path: Path, repeat: int) -> tuple[float | None, float]:
+    """Best time of the engine with the compiled parts and with their pure-Python references
+    (``RETAPE_PURE_PYTHON``'s choice, made here in one process), interleaved; None for the
+    compiled side when they are not built."""
+    from shared import book
+    from shared.checks import shapes
+
+    swaps: list[tuple[Any, str, Any]] = [
+        (shapes, "fingerprint", shapes.py_fingerprint),
+        (book, "apply_levels", book.py_apply_levels),
+    ]
+    chosen = [getattr(module, name) for module, name, _ in swaps]
+    if all(c is ref for c, (_, _, ref) in zip(chosen, swaps, strict=True)):
+        return None, min(_timed(path) for _ in range(repeat))
+    best = {"compiled": float("inf"), "pure": float("inf")}
+    try:
+        for _ in range(repeat):
+            for side in ("compiled", "pure"):
+                for (module, name, ref), fn in zip(swaps, chosen, strict=True):
+                    setattr(module, name, fn if side == "compiled" else ref)
+                best[side] = min(best[side], _timed(path))
+    finally:
+        for (module, name, _), fn in zip(swaps, chosen, strict=True):
+            setattr(module, name, fn)
+    return best["compiled"], best["pure"]
+
+
+def _timed(path: Path) -> float:
+    t = time.perf_counter()
+    retape(path)
+    return time.perf_counter() - t
+
+
 def peak_rss_mb(path: Path) -> float:
     """Peak memory of ``retape audit --in-process`` of ``path``, reports written."""
     out_dir = OUT / f"audit_{path.name.split('.')[0]}"
@@ -254,6 +287,14 @@ def main() -> None:
     print("input             baseline M/s   retape M/s   ratio")
     for name, base_rate, ours_rate in rows:
         print(f"{name:<16} {base_rate:13.2f} {ours_rate:12.2f} {ours_rate / base_rate:7.2f}x")
+    compiled_s, pure_s = compiled_vs_pure(small, args.repeat)
+    if compiled_s is None:
+        print("compiled parts: not built here (make setup needs gcc and the Python headers)")
+    else:
+        print(
+            f"small messages, compiled parts vs pure Python: {pure_s:.3f} s / {compiled_s:.3f} s = "
+            f"{pure_s / compiled_s:.2f}x"
+        )
     ours_rate = rows[0][2]
     day_levels = levels / span_s * 86_400
     print(

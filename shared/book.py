@@ -15,11 +15,12 @@ per level.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from heapq import heapify, heappop, heappush
 from typing import Any
 
+from shared import compiled
 from shared.numbers import INVALID, POSITIVE, ZERO, as_text, classify_qty, exact_decimal, order_key
 
 Key = float | Decimal
@@ -65,6 +66,73 @@ def _exact_price(p: Any) -> Decimal | None:
 
 class _NeedsExact(Exception):
     """A price that a float key cannot hold exactly: the side switches to Decimal keys."""
+
+
+def py_apply_levels(
+    d: dict[Any, Any], text_of: dict[Any, Any], heap: list[Any], bid: bool, levels: Iterable[Any]
+) -> list[Any] | None:
+    """Apply ``[price, qty]`` levels to a side with float keys (its levels, its key -> text
+    map, its heap); return the invalid ones, or None.  Raises :class:`_NeedsExact` for a
+    price a float cannot hold, TypeError/ValueError for odd shapes (the caller applies the
+    whole list again on its checking path).  The hot loop of the whole engine: everything it
+    needs is a local.  The reference of the compiled ``shared._book_c.apply_levels``."""
+    qclass = _QTY_CLASS
+    pget = _PRICE_KEY.get
+    missing = _MISSING
+    positive = POSITIVE
+    zero = ZERO
+    bad: list[Any] | None = None
+    for p, q in levels:
+        try:
+            c = qclass[q]
+        except KeyError:
+            c = _qty_class(q)
+        if c is positive:
+            if p in d:
+                d[p] = q
+                continue
+            # A price text the book does not hold: validate it, catch an alias.
+            k = pget(p, missing)
+            if k is missing:
+                k = price_key(p)
+            if k is None:
+                if bad is None:
+                    bad = []
+                bad.append([p, q])
+                continue
+            if type(k) is not float:
+                raise _NeedsExact
+            other = text_of.get(k)
+            if other is None:
+                d[p] = q
+                text_of[k] = p
+                heappush(heap, -k if bid else k)
+            elif other in d:
+                d[other] = q  # the same price written another way
+            else:
+                d[p] = q  # back after a delete: its heap entry is still there
+                text_of[k] = p
+        elif c is zero:
+            if d.pop(p, missing) is missing:
+                # Deleting a level the book does not hold (common: outside its depth).
+                k = pget(p, missing)
+                if k is missing:
+                    k = price_key(p)
+                if k is None:
+                    if bad is None:
+                        bad = []
+                    bad.append([p, q])
+                    continue
+                if type(k) is not float:
+                    raise _NeedsExact
+                other = text_of.get(k)
+                if other is not None and other != p:
+                    d.pop(other, None)
+        else:
+            if bad is None:
+                bad = []
+            bad.append([p, q])
+    return bad
 
 
 class Side:
@@ -115,68 +183,8 @@ class Side:
             return self._apply_checked(levels)
 
     def _apply_fast(self, levels: Iterable[Any]) -> list[Any] | None:
-        # The hot loop of the whole engine: everything it needs is a local.
-        d = self.levels
-        text_of = self._text_of
-        heap = self._heap
-        bid = self.bid
-        qclass = _QTY_CLASS
-        pget = _PRICE_KEY.get
-        missing = _MISSING
-        positive = POSITIVE
-        zero = ZERO
-        bad: list[Any] | None = None
-        for p, q in levels:
-            try:
-                c = qclass[q]
-            except KeyError:
-                c = _qty_class(q)
-            if c is positive:
-                if p in d:
-                    d[p] = q
-                    continue
-                # A price text the book does not hold: validate it, catch an alias.
-                k = pget(p, missing)
-                if k is missing:
-                    k = price_key(p)
-                if k is None:
-                    if bad is None:
-                        bad = []
-                    bad.append([p, q])
-                    continue
-                if type(k) is not float:
-                    raise _NeedsExact
-                other = text_of.get(k)
-                if other is None:
-                    d[p] = q
-                    text_of[k] = p
-                    heappush(heap, -k if bid else k)
-                elif other in d:
-                    d[other] = q  # the same price written another way
-                else:
-                    d[p] = q  # back after a delete: its heap entry is still there
-                    text_of[k] = p
-            elif c is zero:
-                if d.pop(p, missing) is missing:
-                    # Deleting a level the book does not hold (common: outside its depth).
-                    k = pget(p, missing)
-                    if k is missing:
-                        k = price_key(p)
-                    if k is None:
-                        if bad is None:
-                            bad = []
-                        bad.append([p, q])
-                        continue
-                    if type(k) is not float:
-                        raise _NeedsExact
-                    other = text_of.get(k)
-                    if other is not None and other != p:
-                        d.pop(other, None)
-            else:
-                if bad is None:
-                    bad = []
-                bad.append([p, q])
-        if len(text_of) > 4 * len(d) + 1024:
+        bad = apply_levels(self.levels, self._text_of, self._heap, self.bid, levels)
+        if len(self._text_of) > 4 * len(self.levels) + 1024:
             self._compact()
         return bad
 
@@ -417,5 +425,11 @@ def differences(book: Book, bids: Any, asks: Any) -> list[dict[str, Any]]:
             )
     return out
 
+
+_COMPILED = compiled.load("shared._book_c")
+apply_levels: Callable[..., list[Any] | None] = py_apply_levels
+if _COMPILED is not None:
+    _COMPILED.bind(_QTY_CLASS, _qty_class, _PRICE_KEY, price_key, _MISSING, POSITIVE, ZERO, _NeedsExact)
+    apply_levels = _COMPILED.apply_levels
 
 __all__ = ["INVALID", "POSITIVE", "ZERO", "Book", "Side", "differences", "price_key"]

@@ -19,8 +19,11 @@ exchanges add fields all the time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from shared import compiled
 
 WARM_UP = 100
 DISCRIMINATORS = ("e", "type", "action", "event", "method", "table", "channel")
@@ -77,15 +80,16 @@ def _walk(prefix: str, value: Any, depth: int, out: list[tuple[str, str]], varia
 _CONTAINERS = (dict, list)
 
 
-def fingerprint(obj: Any) -> Any:
+def py_fingerprint(obj: Any) -> Any:
     """A cheap, hashable stand-in for a message's shape: equal fingerprints, equal shapes
-    (keys in order, value types, nested objects, the first level of a list of levels)."""
+    (keys in order, value types, nested objects, the first level of a list of levels).
+    The reference of the compiled ``_shapes_c.fingerprint``."""
     t = type(obj)
     if t is dict:
         values = obj.values()
         types = tuple(map(type, values))
         if dict in types or list in types:
-            return (tuple(obj), types, tuple([fingerprint(v) for v in values if type(v) in _CONTAINERS]))
+            return (tuple(obj), types, tuple([py_fingerprint(v) for v in values if type(v) in _CONTAINERS]))
         return (tuple(obj), types)
     if t is list:
         if not obj:
@@ -94,9 +98,13 @@ def fingerprint(obj: Any) -> Any:
         if type(first) is list:
             return tuple(map(type, first))
         if type(first) is dict:
-            return fingerprint(first)
+            return py_fingerprint(first)
         return tuple(map(type, obj))
     return t
+
+
+_COMPILED = compiled.load("shared.checks._shapes_c")
+fingerprint: Callable[[Any], Any] = _COMPILED.fingerprint if _COMPILED is not None else py_fingerprint
 
 
 def shape_of(obj: Any) -> tuple[str, Shape]:
