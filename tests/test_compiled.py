@@ -137,5 +137,5 @@ def test_the_truth_tests_pass_on_the_pure_python_path_too() -> None:
         check=False,
         timeout=1200,
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and " failed" not in proc.stdout
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]  # 5: none collected
+    assert proc.stdout.count(".") >= 200  # one dot a passed test (-q twice: no summary line)
