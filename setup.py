@@ -12,4 +12,8 @@ EXTENSIONS = [
     Extension("shared._book_c", ["shared/_book_c.pyx"], optional=True),
 ]
 
-setup(ext_modules=cythonize(EXTENSIONS, language_level=3, quiet=True))
+COMPILED = cythonize(EXTENSIONS, language_level=3, quiet=True)
+for ext in COMPILED:  # cythonize makes new Extensions and does not carry `optional` over
+    ext.optional = True
+
+setup(ext_modules=COMPILED)
