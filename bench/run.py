@@ -28,9 +28,9 @@ SOURCE = ROOT / "tests" / "data" / "hftbacktest" / "usdm" / "btcusdt_20240808.gz
 OUT = ROOT / "bench" / "out"
 
 
-def build_capture(copies: int, dest: Path, symbol: str | None = None) -> tuple[int, int, float]:
-    """Write the benchmark capture (gzip when ``dest`` ends in ``.gz``, else plain text), as
-    BTCUSDT or as ``symbol``; return (depth messages, level updates, seconds it spans)."""
+def source_depth() -> tuple[bytes, list[tuple[int, dict]]]:
+    """The real capture's REST snapshot line and its depth diffs (receive ns, message) from
+    the one the snapshot bridges onto: the diffs before it arrived are older, and dropped."""
     snapshot: bytes | None = None
     diffs: list[tuple[int, dict]] = []
     last_id = None
@@ -43,9 +43,15 @@ def build_capture(copies: int, dest: Path, symbol: str | None = None) -> tuple[i
             elif b"@depth" in raw[:40]:
                 diffs.append((int(ts), orjson.loads(raw)))
     assert snapshot is not None and last_id is not None
-    # The diffs the snapshot is bridged onto arrived before it: keep every diff not older.
     diffs = [(ts, obj) for ts, obj in diffs if obj["data"]["u"] >= last_id]
     assert diffs
+    return snapshot, diffs
+
+
+def build_capture(copies: int, dest: Path, symbol: str | None = None) -> tuple[int, int, float]:
+    """Write the benchmark capture (gzip when ``dest`` ends in ``.gz``, else plain text), as
+    BTCUSDT or as ``symbol``; return (depth messages, level updates, seconds it spans)."""
+    snapshot, diffs = source_depth()
     first_pu = diffs[0][1]["data"]["pu"]
     last_u = diffs[-1][1]["data"]["u"]
     id_step = last_u - first_pu
@@ -83,18 +89,7 @@ def build_small_messages(dest: Path, messages: int = 250_000, per_message: int =
     the real capture's level updates, its diffs cut into messages of ``per_message`` or
     ``per_message + 1`` updates with their own unbroken ``U``/``u``/``pu`` chain, written as
     plain text until ``messages`` are out; return (messages, level updates)."""
-    snapshot: bytes | None = None
-    diffs: list[tuple[int, dict]] = []
-    with gzip.open(SOURCE, "rb") as fh:
-        for line in fh:
-            ts, _, raw = line.rstrip(b"\n").partition(b" ")
-            if b"lastUpdateId" in raw[:20]:
-                snapshot = line
-                last_id = orjson.loads(raw)["lastUpdateId"]
-            elif b"@depth" in raw[:40]:
-                diffs.append((int(ts), orjson.loads(raw)))
-    assert snapshot is not None
-    diffs = [(ts, obj) for ts, obj in diffs if obj["data"]["u"] >= last_id]
+    snapshot, diffs = source_depth()
     prev = diffs[0][1]["data"]["pu"]
     span_ns = diffs[-1][0] - diffs[0][0] + 1_000_000
     written = levels = copy = k = 0

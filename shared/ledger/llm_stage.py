@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -153,6 +153,10 @@ class Question:
 
     note: str  # the note's fragment id
     messages: list[dict[str, str]]
+    # The transactions the messages offer, by id (with ``time_us``): what a claim may link.
+    # Not sent to a sub-task (it needs only the messages); the stage that applies the answers
+    # asks the same questions again of the same ledger.
+    known: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         return {"note": self.note, "messages": self.messages}
@@ -200,8 +204,9 @@ def questions(result: LedgerResult) -> list[Question]:
     depends on another one's)."""
     out = []
     for note in sorted(result.notes, key=lambda n: n.id):
-        listed = [{k: v for k, v in c.items() if k != "time_us"} for c in _candidates(result, note).values()]
-        out.append(Question(note.id, prompt_for(note.text or "", listed)))
+        known = _candidates(result, note)
+        listed = [{k: v for k, v in c.items() if k != "time_us"} for c in known.values()]
+        out.append(Question(note.id, prompt_for(note.text or "", listed), known))
     return out
 
 
@@ -224,8 +229,6 @@ def apply_replies(
     ``result.unresolved`` with their reasons; count the usage.  Updates ``result`` in place,
     the same whatever order the replies came in."""
     notes = {n.id: n for n in result.notes}
-    # What each question offered to link, before any answer changes the ledger.
-    offered = {q.note: _candidates(result, notes[q.note]) for q in asked}
     extra: list[dict[str, Any]] = []
     for question, reply in zip(asked, replies, strict=True):
         note = notes[question.note]
@@ -244,7 +247,7 @@ def apply_replies(
         if not reply.claims:
             extra.append(_unresolved(note, "the LLM found no transaction in it"))
             continue
-        known = offered[note.id]
+        known = question.known  # what it offered, before any answer changed the ledger
         prompt = cache_key(settings.model, question.messages)
         for n, claim in enumerate(reply.claims):
             checked = check_claim(claim, note.text or "", known)
