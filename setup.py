@@ -10,6 +10,7 @@ from setuptools import Extension, setup
 EXTENSIONS = [
     Extension("shared.checks._shapes_c", ["shared/checks/_shapes_c.pyx"], optional=True),
     Extension("shared._book_c", ["shared/_book_c.pyx"], optional=True),
+    Extension("shared._lane_c", ["shared/_lane_c.pyx"], optional=True),
 ]
 
 COMPILED = cythonize(EXTENSIONS, language_level=3, quiet=True)

@@ -12,7 +12,7 @@ import os
 from types import ModuleType
 
 PURE_ENV = "RETAPE_PURE_PYTHON"
-MODULES = ("shared.checks._shapes_c", "shared._book_c")
+MODULES = ("shared.checks._shapes_c", "shared._book_c", "shared._lane_c")
 
 
 def wanted() -> bool:

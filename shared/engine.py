@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from shared import fastlane
 from shared.auditors import (
     AuditConfig,
     BookAuditor,
@@ -355,6 +356,9 @@ class Engine:
             if reader is None:
                 summaries[f].error = f"no reader for format {fmt}"
                 summaries[f].audited = False
+                continue
+            if len(group) == 1 and fastlane.usable(self, fmt):
+                streams.append(fastlane.LaneReader(self, contexts[f], f, fmt).records())
                 continue
             streams.append(reader(f) if self.head is None else self._head_of(reader(f), self.head))
         records: Iterable[RawRecord]

@@ -107,6 +107,37 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
+def line_blocks(path: str) -> Iterator[bytes]:
+    """The decompressed text of ``path`` in blocks of whole lines (each block ends with a line
+    end, but the last, which ends where the file ends); ``LINE_TOO_LONG`` in place of a line
+    longer than ``MAX_LINE``, whose bytes are skipped.  Raises :class:`TruncatedInput` after
+    the last complete line, as :func:`iter_lines` does."""
+    rest = b""
+    skipping = False
+    for chunk in _raw_chunks(path):
+        if skipping:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                continue
+            skipping = False
+            yield LINE_TOO_LONG
+            chunk = chunk[cut + 1 :]
+            rest = b""
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            rest += chunk
+        else:
+            yield rest + chunk[: end + 1] if rest else chunk[: end + 1]
+            rest = chunk[end + 1 :]
+        if len(rest) > MAX_LINE:
+            rest = b""
+            skipping = True
+    if skipping:
+        yield LINE_TOO_LONG
+    elif rest:
+        yield rest
+
+
 def iter_lines(path: str) -> Iterator[bytes]:
     """Lines of ``path`` without their line ends, read in 1 MiB chunks.
 
@@ -114,30 +145,17 @@ def iter_lines(path: str) -> Iterator[bytes]:
     cut off or corrupt (the incomplete line is not yielded), so the caller can record it
     and go on.  A line longer than ``MAX_LINE`` is not held: ``LINE_TOO_LONG`` stands in.
     """
-    rest = b""
-    skipping = False
-    for chunk in _raw_chunks(path):
-        lines = chunk.split(b"\n")
-        if skipping:
-            if len(lines) == 1:
-                continue
-            skipping = False
-            yield LINE_TOO_LONG
-            rest = b""
-            lines = lines[1:]
-        lines[0] = rest + lines[0]
-        rest = lines.pop()
-        if len(rest) > MAX_LINE:
-            rest = b""
-            skipping = True
+    for block in line_blocks(path):
+        if block is LINE_TOO_LONG:
+            yield block
+            continue
+        lines = block.split(b"\n")
+        if block.endswith(b"\n"):
+            lines.pop()
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             yield line
-    if skipping:
-        yield LINE_TOO_LONG
-    elif rest:
-        yield _strip_cr(rest)
 
 
 def _strip_cr(line: bytes) -> bytes:

@@ -13,7 +13,7 @@ counts of lines, records and malformed lines always add up.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from shared.formats.lines import LINE_TOO_LONG, TruncatedInput, iter_lines
 from shared.formats.timestamps import epoch_text_to_us, iso_to_us
@@ -30,7 +30,7 @@ def _blank(path: str, n: int) -> RawRecord:
     return RawRecord(path, n, None, "blank")
 
 
-def _too_long(path: str, n: int) -> RawRecord:
+def too_long(path: str, n: int) -> RawRecord:
     return _malformed(path, n, "line longer than the reader's limit")
 
 
@@ -41,50 +41,54 @@ def _numbered(path: str) -> Iterator[tuple[int, bytes] | RawRecord]:
         for line in iter_lines(path):
             n += 1
             if line is LINE_TOO_LONG:
-                yield _too_long(path, n)
+                yield too_long(path, n)
             else:
                 yield n, line
     except TruncatedInput as exc:
         yield RawRecord.cut_off(path, n + 1, str(exc))
 
 
-def read_epoch(path: str) -> Iterator[RawRecord]:
+def epoch_record(path: str, n: int, line: bytes) -> RawRecord:
+    """Line ``n`` of an ``epoch`` capture."""
+    ts, _, raw = line.partition(b" ")
+    if not raw:
+        return _malformed(path, n, "epoch time without a message") if line.strip() else _blank(path, n)
+    try:
+        local = epoch_text_to_us(ts)
+    except ValueError:
+        return _malformed(path, n, "line does not start with an epoch time")
+    return RawRecord(path, n, local, "json", raw)
+
+
+def tardis_raw_record(path: str, n: int, line: bytes) -> RawRecord:
+    """Line ``n`` of a ``tardis-raw`` capture."""
+    if not line.strip():
+        return RawRecord(path, n, None, "disconnect")
+    ts, _, raw = line.partition(b" ")
+    try:
+        local = iso_to_us(ts)
+    except ValueError:
+        return _malformed(path, n, "line does not start with an ISO-8601 UTC time")
+    if not raw:
+        return _malformed(path, n, "timestamp without a message")
+    return RawRecord(path, n, local, "json", raw)
+
+
+def _per_line(path: str, record: Callable[[str, int, bytes], RawRecord]) -> Iterator[RawRecord]:
     for item in _numbered(path):
         if type(item) is RawRecord:
             yield item
-            continue
-        n, line = item  # type: ignore[misc]
-        ts, _, raw = line.partition(b" ")
-        if not raw:
-            yield _malformed(path, n, "epoch time without a message") if line.strip() else _blank(path, n)
-            continue
-        try:
-            local = epoch_text_to_us(ts)
-        except ValueError:
-            yield _malformed(path, n, "line does not start with an epoch time")
-            continue
-        yield RawRecord(path, n, local, "json", raw)
+        else:
+            n, line = item  # type: ignore[misc]
+            yield record(path, n, line)
+
+
+def read_epoch(path: str) -> Iterator[RawRecord]:
+    return _per_line(path, epoch_record)
 
 
 def read_tardis_raw(path: str) -> Iterator[RawRecord]:
-    for item in _numbered(path):
-        if type(item) is RawRecord:
-            yield item
-            continue
-        n, line = item  # type: ignore[misc]
-        if not line.strip():
-            yield RawRecord(path, n, None, "disconnect")
-            continue
-        ts, _, raw = line.partition(b" ")
-        try:
-            local = iso_to_us(ts)
-        except ValueError:
-            yield _malformed(path, n, "line does not start with an ISO-8601 UTC time")
-            continue
-        if not raw:
-            yield _malformed(path, n, "timestamp without a message")
-            continue
-        yield RawRecord(path, n, local, "json", raw)
+    return _per_line(path, tardis_raw_record)
 
 
 def read_jsonl(path: str) -> Iterator[RawRecord]:

@@ -34,16 +34,7 @@ def iso_to_us(text: bytes) -> int:
     """``2020-03-01T00:00:00.0565201Z`` to epoch microseconds (any number of fraction digits)."""
     if len(text) < 20 or text[10:11] not in (b"T", b" ") or text[-1:] not in (b"Z", b"z"):
         raise ValueError(f"not an ISO-8601 UTC time: {text[:40]!r}")
-    head = text[:19]
-    seconds = _SECOND_CACHE.get(head)
-    if seconds is None:
-        parsed = time.strptime(
-            head.decode("ascii"), "%Y-%m-%dT%H:%M:%S" if text[10:11] == b"T" else "%Y-%m-%d %H:%M:%S"
-        )
-        seconds = calendar.timegm(parsed)
-        if len(_SECOND_CACHE) > 100_000:
-            _SECOND_CACHE.clear()
-        _SECOND_CACHE[head] = seconds
+    seconds = iso_seconds(text[:19])
     frac = text[19:-1]
     micros = 0
     if frac:
@@ -51,6 +42,21 @@ def iso_to_us(text: bytes) -> int:
             raise ValueError(f"not an ISO-8601 UTC time: {text[:40]!r}")
         micros = int((frac[1:] + b"000000")[:6])
     return seconds * 1_000_000 + micros
+
+
+def iso_seconds(head: bytes) -> int:
+    """``2020-03-01T00:00:00`` (or with a space for the ``T``) to epoch seconds; ValueError
+    for anything else.  Cached: a capture has many lines per second."""
+    seconds = _SECOND_CACHE.get(head)
+    if seconds is None:
+        parsed = time.strptime(
+            head.decode("ascii"), "%Y-%m-%dT%H:%M:%S" if head[10:11] == b"T" else "%Y-%m-%d %H:%M:%S"
+        )
+        seconds = calendar.timegm(parsed)
+        if len(_SECOND_CACHE) > 100_000:
+            _SECOND_CACHE.clear()
+        _SECOND_CACHE[head] = seconds
+    return seconds
 
 
 def us_to_iso(us: int) -> str:

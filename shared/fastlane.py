@@ -1,0 +1,319 @@
+"""The fast lane: the compiled loop (``shared._lane_c``) that takes runs of ordinary depth
+lines of one capture file, and the Python that decides when it may.
+
+The Python path of :class:`shared.engine.Engine` reads every line it is given and stays the
+reference.  A file read through the lane gives the engine only the lines the lane leaves:
+after each of them the lane looks at what the Python path made of it, and binds itself to a
+book stream when everything about that stream is ordinary (live, bridged, nothing held back,
+no observer, a venue and shape it knows, a shape past its warm-up).  It then takes the lines
+that follow for as long as each is a diff of that stream that the Python path would have
+applied with nothing to report but a crossed book, and hands the first other line back.
+Results are the same bytes either way; ``RETAPE_PURE_PYTHON=1`` turns the lane off.
+
+Venues: Binance spot, USD-M and COIN-M ``depthUpdate`` diffs, in ``epoch`` (hftbacktest)
+and ``tardis-raw`` captures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import orjson
+
+from shared import compiled
+from shared.auditors import LIVE, BookAuditor
+from shared.book import _MISSING, _PRICE_KEY, price_key
+from shared.checks.shapes import WARM_UP, fingerprint
+from shared.exchanges.binance import BinanceSession
+from shared.formats.lines import LINE_TOO_LONG, TruncatedInput, line_blocks
+from shared.formats.readers import epoch_record, tardis_raw_record, too_long
+from shared.formats.timestamps import iso_seconds
+from shared.model import Fault, RawRecord, StreamKey
+from shared.sequencing import CONSECUTIVE, PREV_LINK
+
+if TYPE_CHECKING:
+    from shared.engine import Engine, _FileContext
+
+_C = compiled.load("shared._lane_c")
+
+# Capture formats the lane reads: how a line is read on the Python path, and the lane's code
+# for its receive time.
+_TIME_EPOCH, _TIME_ISO = 1, 2
+FORMATS: dict[str, tuple[Callable[[str, int, bytes], RawRecord], int]] = {
+    "epoch": (epoch_record, _TIME_EPOCH),
+    "tardis-raw": (tardis_raw_record, _TIME_ISO),
+}
+_RULES = {id(CONSECUTIVE): 1, id(PREV_LINK): 2}
+_SEEN_MAX = 128  # the receive times the lane keeps for BookAuditor.recent_us (_lane_c.SEEN_MAX)
+_T_STR, _T_INT, _T_OBJ, _T_END, _T_LEVELS, _T_EMPTY = 1, 2, 3, 4, 5, 6
+
+
+def available() -> bool:
+    """The lane is built and wanted (``RETAPE_PURE_PYTHON`` not set)."""
+    return _C is not None
+
+
+def usable(engine: Engine, fmt: str | None) -> bool:
+    """The engine reads whole files for a plain audit: no observer, no cut-off time, no
+    rebuilt-book rows (those need every message on the Python path)."""
+    return (
+        _C is not None
+        and fmt in FORMATS
+        and engine.select is None
+        and engine.on_event is None
+        and engine.on_applied is None
+        and engine.until_us is None
+        and engine.head is None
+        and engine.book_sink is None
+    )
+
+
+class _Events(NamedTuple):
+    """What ``ctx.last_events`` needs of the lane's lines: their stream."""
+
+    key: StreamKey
+
+
+class _Binding(NamedTuple):
+    key: StreamKey
+    auditor: BookAuditor
+    signature: Any
+    symbol: bytes
+
+
+def _fields(sig: list[tuple[int, bytes, int]]) -> dict[bytes, tuple[int, int]] | None:
+    """The fields of the message's event (Binance: the ``data`` object of a combined-stream
+    envelope, else the message itself): name -> (index, type); None when a name repeats."""
+    top = {k: (i, t) for i, (depth, k, t) in enumerate(sig) if depth == 0}
+    start, depth = 0, 0
+    if b"stream" in top and b"data" in top:
+        if top[b"data"][1] != _T_OBJ:
+            return None
+        start, depth = top[b"data"][0] + 1, 1
+    out: dict[bytes, tuple[int, int]] = {}
+    for i in range(start, len(sig)):
+        d, k, t = sig[i]
+        if d < depth or t == _T_END:
+            break
+        if d != depth:
+            continue
+        if k in out:
+            return None
+        out[k] = (i, t)
+    if depth == 0 and len(out) != len(top):
+        return None
+    return out
+
+
+Signature = list[tuple[int, bytes, int]]
+
+
+def _binance_roles(session: Any, obj: Any, sig: Signature) -> tuple[dict[str, Any], str] | None:
+    """The lane's roles for a Binance ``depthUpdate`` line, and its symbol; None for any other."""
+    if type(session) is not BinanceSession or session._held_snapshot is not None:
+        return None
+    fields = _fields(sig)
+    if fields is None:
+        return None
+    data = obj.get("data", obj) if "stream" in obj else obj
+    if not isinstance(data, dict) or data.get("e") != "depthUpdate" or "lastUpdateId" in data:
+        return None
+    want = {b"e": (_T_STR,), b"E": (_T_INT,), b"s": (_T_STR,), b"U": (_T_INT,), b"u": (_T_INT,)}
+    if any(name not in fields or fields[name][1] not in types for name, types in want.items()):
+        return None
+    sides = []
+    for name in (b"b", b"a"):
+        got = fields.get(name)
+        if got is None or got[1] not in (_T_LEVELS, _T_EMPTY):
+            return None
+        sides.append(got)
+    prev = fields.get(b"pu")
+    if prev is not None and prev[1] != _T_INT:
+        return None
+    lists = [i for i, (_, _, t) in enumerate(sig) if t in (_T_LEVELS, _T_EMPTY)]
+    symbol = data["s"]
+    roles = {
+        "kind": fields[b"e"][0],
+        "kind_value": b"depthUpdate",
+        "symbol": fields[b"s"][0],
+        "symbol_value": symbol.encode("ascii"),
+        "exch": fields[b"E"][0],
+        "first": fields[b"U"][0],
+        "last": fields[b"u"][0],
+        "prev": prev[0] if prev is not None else -1,
+        "bids": lists.index(sides[0][0]),
+        "asks": lists.index(sides[1][0]),
+    }
+    return roles, symbol
+
+
+def _list_variants(obj: Any, sig: list[tuple[int, bytes, int]]) -> Iterator[tuple[int, Any]]:
+    """``obj`` with each of its (at most two) lists of levels empty or not, by mask (bit i:
+    the i-th list is not empty): the shapes a line of the same fields can have."""
+    paths = []
+    parent = ""
+    for depth, k, t in sig:
+        if depth == 0:
+            parent = k.decode("ascii")
+        if t in (_T_LEVELS, _T_EMPTY):
+            paths.append((parent, k.decode("ascii")) if depth == 1 else (k.decode("ascii"),))
+    filled = [["1", "1"]]
+    for mask in range(1 << len(paths)):
+        variant = orjson.loads(orjson.dumps(obj))
+        for i, path in enumerate(paths):
+            holder = variant
+            for name in path[:-1]:
+                holder = holder[name]
+            holder[path[-1]] = filled if mask >> i & 1 else []
+        yield mask, variant
+
+
+def _ready(engine: Engine, ctx: _FileContext, key: StreamKey) -> BookAuditor | None:
+    """The stream's auditor, when its next diff is ordinary for the lane: live, bridged,
+    nothing held back or kept for a REST snapshot, no observer, float keys, no checksum."""
+    aud = engine.books.get(key)
+    if aud is None or key not in ctx.stream_keys:
+        return None
+    seq = aud.seq
+    if (
+        aud.state != LIVE
+        or aud.at_seam
+        or aud.quiet
+        or aud.sink is not None
+        or aud.on_applied is not None
+        or aud.cause is not None
+        or aud.rules.checksum is not None
+        or seq is None
+        or type(seq.last) is not int
+        or seq.pending
+        or seq.bridge
+        or (not aud.safe and aud.bridged)
+        or (aud.open_unsafe is None) != aud.in_sync
+        or (aud.recent_us.maxlen or 0) > _SEEN_MAX
+        or aud.book.bids.exact
+        or aud.book.asks.exact
+        or id(aud.rule) not in _RULES
+    ):
+        return None
+    return aud
+
+
+class LaneReader:
+    """Reads one file for the engine: the lane takes what it can, the rest are records."""
+
+    def __init__(self, engine: Engine, ctx: _FileContext, path: str, fmt: str) -> None:
+        assert _C is not None
+        self.engine = engine
+        self.ctx = ctx
+        self.path = path
+        self.record_of, time_format = FORMATS[fmt]
+        lane = self.lane = _C.Lane()
+        lane.summary = ctx.summary
+        lane.path = path
+        lane.time_format = time_format
+        lane.price_keys = _PRICE_KEY
+        lane.price_key = price_key
+        lane.missing = _MISSING
+        lane.crossed_fault = Fault.CROSSED_BOOK
+        lane.iso_seconds_of = iso_seconds
+        self.binding: _Binding | None = None
+
+    def records(self) -> Iterator[RawRecord]:
+        try:
+            yield from self._records()
+        finally:
+            self.lane.flush()  # the Python book is whole again, however reading ended
+
+    def _records(self) -> Iterator[RawRecord]:
+        path, lane, record_of = self.path, self.lane, self.record_of
+        n = 0
+        try:
+            for block in line_blocks(path):
+                if block is LINE_TOO_LONG:
+                    n += 1
+                    lane.flush()
+                    yield too_long(path, n)
+                    continue
+                pos, size = 0, len(block)
+                while pos < size:
+                    if lane.bound:
+                        was = n
+                        pos, n = lane.run(block, pos, n)
+                        if n != was:
+                            assert self.binding is not None
+                            self.ctx.last_events = (_Events(self.binding.key),)
+                        if pos >= size:
+                            break
+                    end = block.find(b"\n", pos)
+                    nxt = end + 1
+                    if end < 0:
+                        end = nxt = size
+                    line = block[pos:end]
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    n += 1
+                    rec = record_of(path, n, line)
+                    lane.flush()  # the Python path may read the book
+                    yield rec
+                    self._after(rec)
+                    pos = nxt
+        except TruncatedInput as exc:
+            lane.flush()
+            yield RawRecord.cut_off(path, n + 1, str(exc))
+
+    def _after(self, rec: RawRecord) -> None:
+        """The Python path read ``rec``: bind to its stream, or keep the binding only if it
+        is still ordinary."""
+        lane = self.lane
+        if rec.kind == "json" and b"depthUpdate" in rec.raw[:160]:
+            binding = self._bind(rec.raw)
+            if binding is not None:
+                self.binding = binding
+                return
+        binding = self.binding
+        if binding is not None and _ready(self.engine, self.ctx, binding.key) is binding.auditor:
+            return
+        lane.bound = False
+        lane.auditor = None
+        self.binding = None
+
+    def _bind(self, raw: bytes) -> _Binding | None:
+        ctx, lane = self.ctx, self.lane
+        sig = lane.signature(raw)
+        watch = ctx.shapes
+        if sig is None or ctx.session is None or watch is None:
+            return None
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict) or watch.fingerprints.get(fingerprint(obj), 0) <= WARM_UP:
+            return None
+        got = _binance_roles(ctx.session, obj, sig)
+        if got is None:
+            return None
+        roles, symbol = got
+        session = ctx.session
+        assert isinstance(session, BinanceSession)
+        key = session._book_keys.get(symbol)
+        if key is None:
+            return None
+        aud = _ready(self.engine, ctx, key)
+        if aud is None:
+            return None
+        rule = _RULES[id(aud.rule)]
+        if rule == 2 and roles["prev"] < 0:
+            return None
+        b = self.binding
+        if b is not None and b.auditor is aud and b.signature == sig and lane.bound:
+            return b
+        if not lane.bind(raw, roles, 1000):
+            return None
+        lane.loaded = False  # its book is read from the Python one when it next runs
+        # The other emptiness of the level lists are other shapes: each its own warm-up.
+        for mask, variant in _list_variants(obj, sig):
+            lane.allow(mask, watch.fingerprints.get(fingerprint(variant), 0) > WARM_UP)
+        lane.rule = rule
+        lane.auditor = aud
+        return _Binding(key, aud, sig, roles["symbol_value"])
