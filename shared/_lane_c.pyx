@@ -16,7 +16,7 @@ anything.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memchr, memcmp, memcpy
 from heapq import heappush
 
@@ -252,6 +252,7 @@ cdef class Scan:
         return (self.nlev[0] > 0) | ((self.nlev[1] > 0) << 1)
 
 
+
 # -- the lane's own book -------------------------------------------------------------------
 #
 # While the lane runs, a stream's book lives here: prices as integers scaled by 10**SCALE
@@ -259,6 +260,11 @@ cdef class Scan:
 # SCALE after it), each level keeping its exchange texts.  The Python book
 # (``shared.book.Side``) is brought up to date from the levels changed ("dirty") before the
 # Python path reads any line, and read back whole when the Python path changed it.
+#
+# A speculative run (a chunk of a recording audited before the book at its start is known)
+# starts from an empty table that stands for "whatever the book held": a level not in it is
+# the unknown book's; a level it holds is known (present, or deleted).  What the run did to
+# the book is then an overlay that the assembly lays on the book once it is known.
 
 cdef enum:
     SCALE = 10
@@ -267,6 +273,7 @@ cdef enum:
     PRESENT = 1
     DELETED = 2
 
+cdef long long NONE = -9223372036854775807LL - 1  # no level (LLONG_MIN)
 cdef long long POW10[19]
 POW10[0] = 1
 for _i in range(1, 19):
@@ -275,8 +282,15 @@ for _i in range(1, 19):
 
 cdef struct Lvl:
     long long price
+    long long first  # the message (counted from the run's start) that first touched it
     unsigned char state  # ABSENT (a free slot), PRESENT, DELETED (a tombstone)
     unsigned char dirty
+    # The level was inserted while its slot was ABSENT: where the book it lays on holds the
+    # price (written another way), that text stays and this one is not used.
+    unsigned char inherit
+    # Deleted and inserted again with another text in one run (a speculative run gives up
+    # a crossed finding that would need the text it had before).
+    unsigned char retexted
     unsigned char plen
     unsigned char qlen
     char ptext[LVL_TEXT]
@@ -321,6 +335,32 @@ cdef inline bint scaled_price(const char *b, int n, long long *out) noexcept:
     return out[0] > 0
 
 
+cdef int plain_class(const char *b, int n) noexcept:
+    """The class ``shared.numbers.classify_qty`` gives a short plain decimal (digits, at most
+    one point, at most 15 digits: an exact float below 1e30): 1 positive, 2 zero; 0 for any
+    other text (not for the lane)."""
+    cdef int i, digits = 0, points = 0
+    cdef bint nonzero = False
+    cdef char c
+    if n == 0 or n > LVL_TEXT or b[0] == 46:
+        return 0
+    for i in range(n):
+        c = b[i]
+        if c == 46:
+            points += 1
+            if points > 1:
+                return 0
+        elif 48 <= c <= 57:
+            digits += 1
+            if c != 48:
+                nonzero = True
+        else:
+            return 0
+    if digits > 15:
+        return 0
+    return 1 if nonzero else 2
+
+
 cdef class CSide:
     """One side of the lane's book: an open-addressing table of levels by scaled price, a
     lazy heap of prices (best first), and the prices changed since the Python side was last
@@ -353,6 +393,9 @@ cdef class CSide:
         free(self.table)
         free(self.heap)
         free(self.dirty)
+        self.table = NULL
+        self.heap = NULL
+        self.dirty = NULL
         self.cap = cap
         self.table = <Lvl *>calloc(cap, sizeof(Lvl))
         self.capheap = 1024
@@ -376,13 +419,13 @@ cdef class CSide:
                 return e
             i = (i + 1) & mask
 
-    cdef int grow(self) except -1:
-        """Twice the room (or the same, without tombstones that need no flush)."""
+    cdef int grow(self, bint keep_deleted) except -1:
+        """More room (or the same, without the tombstones nobody needs)."""
         cdef Lvl *old = self.table
         cdef long long oldcap = self.cap, i
         cdef long long cap = self.cap
         cdef Lvl *e
-        if self.live * 4 > cap:
+        if self.live * 4 > cap or keep_deleted:
             cap *= 2
         self.table = <Lvl *>calloc(cap, sizeof(Lvl))
         if self.table == NULL:
@@ -391,7 +434,7 @@ cdef class CSide:
         self.cap = cap
         self.used = 0
         for i in range(oldcap):
-            if old[i].state == PRESENT or (old[i].state == DELETED and old[i].dirty):
+            if old[i].state == PRESENT or (old[i].state == DELETED and (old[i].dirty or keep_deleted)):
                 e = self.slot(old[i].price)
                 e[0] = old[i]
                 self.used += 1
@@ -461,24 +504,42 @@ cdef class CSide:
         return 0
 
     cdef int apply(self, long long price, const char *p, int plen, const char *q, int qlen,
-                   bint zero) except -1:
-        """One level, as ``shared.book.py_apply_levels`` applies it (a price written another
-        way is the same level and keeps the text it has)."""
+                   bint zero, long long t, bint speculative) except -1:
+        """One level, as ``shared.book.py_apply_levels`` applies it: a price written another
+        way is the same level and keeps the text it has."""
         cdef Lvl *e = self.slot(price)
-        if zero:
+        if e.state == ABSENT:
+            e.price = price
+            e.first = t
+            e.dirty = 0
+            e.retexted = 0
+            e.plen = 0
+            if zero and not speculative:
+                return 0  # deleting a level the book does not hold
+            self.used += 1
+            if zero:
+                e.state = DELETED  # known to be gone from here on
+                memcpy(e.ptext, p, plen)
+                e.plen = plen
+                self.mark(e)
+                self.check_room(True)
+                return 0
+            e.inherit = 1
+        elif zero:
             if e.state == PRESENT:
                 e.state = DELETED
                 self.live -= 1
                 self.mark(e)
             return 0
-        if e.state == PRESENT:
+        elif e.state == PRESENT:
             memcpy(e.qtext, q, qlen)
             e.qlen = qlen
             self.mark(e)
             return 0
-        if e.state == ABSENT:
-            self.used += 1
-        e.price = price
+        else:  # DELETED: back with the text it comes with
+            if e.plen and (e.plen != plen or memcmp(e.ptext, p, plen) != 0):
+                e.retexted = 1
+            e.inherit = 0
         e.state = PRESENT
         memcpy(e.ptext, p, plen)
         e.plen = plen
@@ -487,10 +548,14 @@ cdef class CSide:
         self.live += 1
         self.push(price)
         self.mark(e)
-        if self.used * 2 > self.cap:
-            self.grow()
+        self.check_room(speculative)
         if self.nheap > 4 * self.live + 1024:
             self.rebuild_heap()
+        return 0
+
+    cdef int check_room(self, bint keep_deleted) except -1:
+        if self.used * 2 > self.cap:
+            self.grow(keep_deleted)
         return 0
 
     cdef int rebuild_heap(self) except -1:
@@ -511,10 +576,10 @@ cdef class CSide:
             cap *= 2
         self.reset(cap)
         for p, q in d.items():
-            if type(p) is not str or type(q) is not str:
+            if type(p) is not str or type(q) is not str or not (<str>p).isascii() or not (<str>q).isascii():
                 return False
-            pb = (<str>p).encode("ascii", "replace")
-            qb = (<str>q).encode("ascii", "replace")
+            pb = (<str>p).encode("ascii")
+            qb = (<str>q).encode("ascii")
             if len(qb) > LVL_TEXT or not scaled_price(pb, len(pb), &price):
                 return False
             e = self.slot(price)
@@ -523,6 +588,9 @@ cdef class CSide:
             e.price = price
             e.state = PRESENT
             e.dirty = 0
+            e.inherit = 0
+            e.retexted = 0
+            e.first = -1
             memcpy(e.ptext, <const char *>pb, len(pb))
             e.plen = len(pb)
             memcpy(e.qtext, <const char *>qb, len(qb))
@@ -533,45 +601,115 @@ cdef class CSide:
         return True
 
     cdef int flush(self, object side, dict pkeys, object price_key, object missing) except -1:
-        """Bring the Python side up to date with the levels changed here."""
-        cdef dict d = side.levels
-        cdef dict text_of
-        cdef list heap
+        """Lay the levels changed here on the Python side (see :func:`lay_level`)."""
         cdef long long i
         cdef Lvl *e
         if not self.ndirty:
             return 0
-        text_of = side._text_of
-        heap = side._heap
         for i in range(self.ndirty):
             e = self.slot(self.dirty[i])
             e.dirty = 0
-            p = PyUnicode_FromStringAndSize(e.ptext, e.plen)
-            k = pkeys.get(p, missing)
-            if k is missing:
-                k = price_key(p)
-            other = text_of.get(k)
-            if e.state == PRESENT:
-                if other is not None and other in d:
-                    if other != p:
-                        del d[other]
-                        text_of[k] = p
-                    d[p] = PyUnicode_FromStringAndSize(e.qtext, e.qlen)
-                else:
-                    d[p] = PyUnicode_FromStringAndSize(e.qtext, e.qlen)
-                    if other is None:
-                        heappush(heap, -k if self.bid else k)
-                    text_of[k] = p
-            elif other is not None:
-                d.pop(other, None)
+            lay_level(side, e, pkeys, price_key, missing, self.bid)
         self.ndirty = 0
-        if len(text_of) > 4 * len(d) + 1024:  # where Side._apply_fast compacts
+        if len(side._text_of) > 4 * len(side.levels) + 1024:  # where Side._apply_fast compacts
             side._compact()
         return 0
 
+    def overlay(self):
+        """The levels a speculative run touched, packed (``Lvl`` records, in table order)."""
+        cdef long long i, n = 0
+        cdef Lvl *e
+        for i in range(self.cap):
+            if self.table[i].state != ABSENT:
+                n += 1
+        out = bytearray(n * sizeof(Lvl))
+        cdef char *o = out
+        n = 0
+        for i in range(self.cap):
+            e = &self.table[i]
+            if e.state != ABSENT:
+                memcpy(o + n * sizeof(Lvl), e, sizeof(Lvl))
+                n += 1
+        return bytes(out)
+
+    cdef int take(self, bytes packed) except -1:
+        """Hold the levels of ``packed`` (``overlay``'s), for look-ups."""
+        cdef const char *p = PyBytes_AS_STRING(packed)
+        cdef long long n = PyBytes_GET_SIZE(packed) // sizeof(Lvl), i, cap = 1024
+        cdef Lvl *e
+        while cap < 4 * n + 16:
+            cap *= 2
+        self.reset(cap)
+        for i in range(n):
+            e = self.slot((<Lvl *>(p + i * sizeof(Lvl))).price)
+            memcpy(e, p + i * sizeof(Lvl), sizeof(Lvl))
+            self.used += 1
+        return 0
+
+
+cdef int lay_level(object side, Lvl *e, dict pkeys, object price_key, object missing, bint bid) except -1:
+    """Bring one price of the Python side to the state of ``e``, as the Python book would be
+    after the same levels one by one: a present level keeps the text the side holds for its
+    price unless it was deleted and inserted again; a deleted one is gone."""
+    cdef dict d = side.levels
+    cdef dict text_of = side._text_of
+    p = PyUnicode_FromStringAndSize(e.ptext, e.plen)
+    # The key shared.book.price_key gives such a text (a plain decimal of at most 15 digits).
+    k = float(p)
+    other = text_of.get(k)
+    if e.state == PRESENT:
+        q = PyUnicode_FromStringAndSize(e.qtext, e.qlen)
+        if other is not None and other in d:
+            if e.inherit or other == p:
+                d[other] = q  # the same price written another way (or the same way)
+                return 0
+            del d[other]  # deleted, then back with another text
+        d[p] = q
+        if other is None:
+            heappush(side._heap, -k if bid else k)
+        text_of[k] = p
+    elif other is not None:
+        d.pop(other, None)
+    return 0
+
+
+def lay_overlay(object side, bytes packed, dict pkeys, object price_key, object missing):
+    """Lay a speculative run's overlay (``CSide.overlay``) on a Python side."""
+    cdef const char *p = PyBytes_AS_STRING(packed)
+    cdef long long n = PyBytes_GET_SIZE(packed) // sizeof(Lvl), i
+    cdef Lvl e
+    cdef bint bid = side.bid
+    for i in range(n):
+        memcpy(&e, p + i * sizeof(Lvl), sizeof(Lvl))
+        lay_level(side, &e, pkeys, price_key, missing, bid)
+    if len(side._text_of) > 4 * len(side.levels) + 1024:
+        side._compact()
+
+
+# -- the lane ------------------------------------------------------------------------------
+
+cdef struct Clock:
+    # shared.checks.timing.Timing, for the run: its window in arrival order (a ring) and sorted.
+    bint has_last_exch
+    long long last_exch
+    long long win[WINDOW_MAX + 1]
+    long long srt[WINDOW_MAX + 1]
+    int nwin
+    int head
+    long long lat_count
+    bint has_max
+    long long max_us
+    long long compared
+    long long over
+    long long threshold
+
 
 cdef class Lane:
-    """One bound stream and the state it carries between the runs of lines it takes."""
+    """A shape of depth line, bound to one stream, and the state it carries between the runs
+    of lines it takes.  Bound to an auditor (``shared.fastlane``), it reads the auditor's state
+    when a run starts and writes it back when it ends.  Speculative (:meth:`speculate`), it
+    runs from a state it is given, on a book it does not know, and records what the
+    assembly needs (``shared.chunking``)."""
 
     # The binding (set by shared.fastlane).
     cdef Scan sc
@@ -581,6 +719,7 @@ cdef class Lane:
     cdef public object price_key
     cdef public object missing
     cdef public object crossed_fault
+    cdef public object drift_fault
     cdef public bint bound
     cdef public object path
     cdef Field sig[MAXF]
@@ -590,6 +729,7 @@ cdef class Lane:
     cdef bytes kind_val, sym_val
     # Which emptiness of the lists of levels is past its shape warm-up (by Scan.mask).
     cdef bint allowed[4]
+    cdef public int used_masks  # bit m: a line of mask m was taken (speculative runs)
     cdef public int time_format
     cdef public int rule
     cdef long long exch_mult
@@ -601,6 +741,7 @@ cdef class Lane:
     # Lines taken by the lane, in all.
     cdef public long long taken
     cdef HistSlot hist[HIST_SLOTS]
+    cdef object hist_dict  # the latency histogram the slots are added to
     # The lane's book of the bound stream, and the auditor's message count when it was last
     # the same as the Python book (another count: the Python path changed the book).
     cdef CSide cbids, casks
@@ -609,6 +750,18 @@ cdef class Lane:
     # One line's levels, checked before any is applied.
     cdef long long lprice[2][MAXL]
     cdef char lzero[2][MAXL]
+    # A speculative run: its clock, sequence, counters and records.
+    cdef public bint speculative
+    cdef Clock sclock
+    cdef public object start_prev  # the id the first line took as the one before it
+    cdef long long seq_last
+    cdef bint has_seq
+    cdef public long long messages
+    cdef public object first_us, last_us, max_local
+    cdef public list drifts  # (message, local, detail) of the drift findings, in order
+    cdef public object locals_  # array('q'): the receive time of every message taken
+    cdef public object best  # array('q'): (message, best bid, best ask) where they changed
+    cdef long long last_ob, last_oa
 
     def __cinit__(self):
         for i in range(HIST_SLOTS):
@@ -622,6 +775,8 @@ cdef class Lane:
         self.casks = CSide(False)
         self.loaded = False
         self.synced = -1
+        self.speculative = False
+        self.used_masks = 0
 
     def load(self):
         """Read the bound stream's Python book; False when it holds a level the lane cannot."""
@@ -763,6 +918,174 @@ cdef class Lane:
         out[0] = self.iso_seconds * 1000000 + micros
         return 1
 
+    cdef int read_line(self, const char *start, const char *nl, long long *local, long long *exch,
+                       long long *first_id, long long *last_id, long long *prev_id) except -1:
+        """Read one line: 1 when it is a line of the bound shape with every level a short plain
+        decimal (held in lprice/lzero), else 0.  Changes nothing."""
+        cdef const char *sp = <const char *>memchr(start, 32, nl - start)
+        cdef Scan sc = self.sc
+        cdef Field *fd
+        cdef int side, li, k, qclass
+        if sp == NULL:
+            return 0
+        if self.local_time(start, sp, local) == 0:
+            return 0
+        if not (-RANGE < local[0] < RANGE):
+            return 0
+        if not sc.scan(sp + 1, nl) or not self.same_shape():
+            return 0
+        fd = &sc.f[self.i_exch]
+        if fd.ival >= 1000000000000000LL:
+            return 0
+        exch[0] = fd.ival * self.exch_mult
+        first_id[0] = sc.f[self.i_first].ival
+        last_id[0] = sc.f[self.i_last].ival
+        prev_id[0] = sc.f[self.i_prev].ival if self.i_prev >= 0 else 0
+        for side in range(2):
+            li = self.bids_list if side == 0 else self.asks_list
+            for k in range(sc.nlev[li]):
+                qclass = plain_class(sc.lq[li][k], sc.lql[li][k])
+                if qclass == 0 or not scaled_price(sc.lp[li][k], sc.lpl[li][k], &self.lprice[side][k]):
+                    return 0
+                self.lzero[side][k] = qclass == 2
+        return 1
+
+    cdef bint follows(self, long long first_id, long long prev_id, long long seq_last) noexcept:
+        if self.rule == RULE_PREV_LINK:
+            return prev_id == seq_last
+        return first_id == seq_last + 1
+
+    cdef object clock(self, Clock *c, long long local, long long exch):
+        """``Timing.check`` for one message: its finding's detail, or None."""
+        cdef long long offset, median = 0, departs = 0, b, old
+        cdef int nord, lo, hi, mid, i
+        cdef HistSlot *hs
+        finding = None
+        if c.has_last_exch and exch < c.last_exch:
+            finding = {"reason": "exchange time went backwards", "exchange_us": exch,
+                       "previous_us": c.last_exch}
+        else:
+            c.last_exch = exch
+            c.has_last_exch = True
+        offset = local - exch
+        b = floordiv(offset, BUCKET_US)
+        hs = &self.hist[(<unsigned long long>b) & (HIST_SLOTS - 1)]
+        if hs.count and hs.bucket != b:
+            flush_hist(self.hist_dict, hs)
+        hs.bucket = b
+        hs.count += 1
+        c.lat_count += 1
+        if not c.has_max or offset > c.max_us:
+            c.max_us = offset
+            c.has_max = True
+        nord = c.nwin
+        if nord >= MIN_SAMPLES:
+            if nord % 2:
+                median = c.srt[nord // 2]
+            else:
+                median = floordiv(c.srt[nord // 2 - 1] + c.srt[nord // 2], 2)
+            departs = offset - median
+            if departs < 0:
+                departs = -departs
+            c.compared += 1
+            if departs > RATE_US:
+                c.over += 1
+            if departs > c.threshold:
+                if finding is None:
+                    finding = {"reason": "offset departs from the running median"}
+                finding["offset_ms"] = (<double>offset) / 1000.0  # as Python's offset / 1000
+                finding["median_ms"] = (<double>median) / 1000.0
+        # insort (right) into the sorted window; then the oldest leaves it.
+        lo = 0
+        hi = nord
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if offset < c.srt[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        i = nord
+        while i > lo:
+            c.srt[i] = c.srt[i - 1]
+            i -= 1
+        c.srt[lo] = offset
+        c.win[(c.head + c.nwin) % (WINDOW_MAX + 1)] = offset
+        c.nwin += 1
+        if c.nwin > WINDOW:
+            old = c.win[c.head]
+            c.head = (c.head + 1) % (WINDOW_MAX + 1)
+            c.nwin -= 1
+            lo = 0
+            hi = c.nwin + 1
+            while lo < hi:  # bisect_left
+                mid = (lo + hi) // 2
+                if c.srt[mid] < old:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            for i in range(lo, c.nwin):
+                c.srt[i] = c.srt[i + 1]
+        return finding
+
+    cdef int load_clock(self, Clock *c, object tim) except -1:
+        cdef int i
+        c.has_last_exch = tim._last_exch is not None
+        c.last_exch = tim._last_exch if c.has_last_exch else 0
+        recent = tim._recent
+        c.nwin = len(recent)
+        c.head = 0
+        if c.nwin > WINDOW or len(tim._ordered) != c.nwin:
+            return 0
+        for i, v in enumerate(recent):
+            c.win[i] = v
+        for i, v in enumerate(tim._ordered):
+            c.srt[i] = v
+        lat = tim.latency
+        self.hist_dict = lat.hist
+        c.lat_count = lat.count
+        c.has_max = lat.max_us is not None
+        c.max_us = lat.max_us if c.has_max else 0
+        c.compared = tim.compared
+        c.over = tim.over_100ms
+        c.threshold = tim.threshold_us
+        return 1
+
+    cdef int store_clock(self, Clock *c, object tim) except -1:
+        cdef int i
+        tim._last_exch = c.last_exch if c.has_last_exch else None
+        tim._recent.clear()
+        tim._recent.extend(self.window(c))
+        tim._ordered[:] = [c.srt[i] for i in range(c.nwin)]
+        self.flush_hists()
+        lat = tim.latency
+        lat.count = c.lat_count
+        lat.max_us = c.max_us if c.has_max else None
+        tim.compared = c.compared
+        tim.over_100ms = c.over
+        return 0
+
+    cdef list window(self, Clock *c):
+        return [c.win[(c.head + i) % (WINDOW_MAX + 1)] for i in range(c.nwin)]
+
+    cdef int flush_hists(self) except -1:
+        cdef int i
+        for i in range(HIST_SLOTS):
+            if self.hist[i].count:
+                flush_hist(self.hist_dict, &self.hist[i])
+        return 0
+
+    cdef int apply_levels(self, long long t) except -1:
+        cdef Scan sc = self.sc
+        cdef int side, li, k
+        cdef CSide cs
+        for side in range(2):
+            li = self.bids_list if side == 0 else self.asks_list
+            cs = self.cbids if side == 0 else self.casks
+            for k in range(sc.nlev[li]):
+                cs.apply(self.lprice[side][k], sc.lp[li][k], sc.lpl[li][k], sc.lq[li][k],
+                         sc.lql[li][k], self.lzero[side][k], t, self.speculative)
+        return 0
+
     def run(self, bytes block, Py_ssize_t pos, long long n):
         """Take the lines of ``block`` from ``pos`` while the lane can; return where it
         stopped and the number of the last line taken."""
@@ -770,55 +1093,27 @@ cdef class Lane:
         cdef Py_ssize_t size = PyBytes_GET_SIZE(block)
         cdef const char *start
         cdef const char *nl
-        cdef const char *sp
-        cdef Scan sc = self.sc
-        cdef long long local = 0, exch = 0, first_id, last_id, prev_id, offset, median, departs, b
-        cdef long long seq_last, old
-        cdef long long taken = 0
-        cdef int nord, i, lo, hi, mid, side, k, li
-        cdef Field *fd
-        cdef int qclass
-        cdef bint ok
-        cdef int rule = self.rule
-        cdef HistSlot *hs
+        cdef long long local = 0, exch = 0, first_id, last_id, prev_id
+        cdef long long taken = 0, seq_last
+        cdef Clock c
+        cdef Lvl *eb
+        cdef Lvl *ea
 
         aud = self.auditor
-        if not self.bound or aud is None:
+        if not self.bound or aud is None or self.speculative:
             return pos, n
         book = aud.book
-        bids = book.bids
-        asks = book.asks
-        if bids.exact or asks.exact:
+        if book.bids.exact or book.asks.exact:
             return pos, n
         res = aud.result
         tim = aud.timing
         seq = aud.seq
-        seq_last = seq.last
-        # The clock (shared.checks.timing.Timing): its window, sorted and in arrival order,
-        # held in C for the run.
-        cdef bint has_last_exch = tim._last_exch is not None
-        cdef long long last_exch = tim._last_exch if has_last_exch else 0
-        recent = tim._recent
-        cdef list ordered = tim._ordered
-        cdef long long win[WINDOW_MAX + 1]
-        cdef long long srt[WINDOW_MAX + 1]
-        cdef int nwin = len(recent)
-        cdef int head = 0  # index of the oldest offset in the ring ``win``
-        if nwin > WINDOW or len(ordered) != nwin:
+        if not self.load_clock(&c, tim):
             return pos, n
-        for i, v in enumerate(recent):
-            win[i] = v
-        for i in range(nwin):
-            srt[i] = ordered[i]
-        lat = tim.latency
-        cdef dict hist = lat.hist
-        cdef long long lat_count = lat.count
-        cdef bint has_max = lat.max_us is not None
-        cdef long long max_us = lat.max_us if has_max else 0
-        cdef long long compared = tim.compared
-        cdef long long over = tim.over_100ms
-        cdef long long threshold = tim.threshold_us
-        # The auditor's counters.
+        if not self.loaded or self.synced != res.messages:
+            if not self.load():
+                return pos, n
+        seq_last = seq.last
         cdef long long messages = res.messages
         cdef bint has_first = res.first_us is not None
         cdef long long first_us = res.first_us if has_first else 0
@@ -831,85 +1126,20 @@ cdef class Lane:
         cdef bint safe = aud.safe
         open_unsafe = aud.open_unsafe
         cdef long long open_msgs = 0
-        seen = aud.recent_us
         cdef long long seen_ring[SEEN_MAX]
-        if not self.loaded or self.synced != res.messages:
-            if not self.load():
-                return pos, n
         cdef CSide cbids = self.cbids, casks = self.casks
-        cdef CSide cs
-        cdef Lvl *eb
-        cdef Lvl *ea
-        cdef HistSlot *hslots = self.hist
 
         while pos < size:
             start = buf + pos
             nl = <const char *>memchr(start, 10, size - pos)
             if nl == NULL:
                 break
-            sp = <const char *>memchr(start, 32, nl - start)
-            if sp == NULL:
+            if not self.read_line(start, nl, &local, &exch, &first_id, &last_id, &prev_id):
                 break
-            if self.local_time(start, sp, &local) == 0:
+            if not self.follows(first_id, prev_id, seq_last):
                 break
-            if not (-RANGE < local < RANGE):
-                break
-            if not sc.scan(sp + 1, nl) or not self.same_shape():
-                break
-            fd = &sc.f[self.i_exch]
-            if fd.ival >= 1000000000000000LL:
-                break
-            exch = fd.ival * self.exch_mult
-            first_id = sc.f[self.i_first].ival
-            last_id = sc.f[self.i_last].ival
-            prev_id = sc.f[self.i_prev].ival if self.i_prev >= 0 else 0
-            # Sequencing: a diff that follows the last one applied, nothing held back.
-            if rule == RULE_PREV_LINK:
-                if prev_id != seq_last:
-                    break
-            elif first_id != seq_last + 1:
-                break
-            # The clock: a finding (time going back, an offset off the median) is for Python.
-            if has_last_exch and exch < last_exch:
-                break
-            offset = local - exch
-            nord = nwin
-            median = 0
-            departs = 0
-            if nord >= MIN_SAMPLES:
-                if nord % 2:
-                    median = srt[nord // 2]
-                else:
-                    median = floordiv(srt[nord // 2 - 1] + srt[nord // 2], 2)
-                departs = offset - median
-                if departs < 0:
-                    departs = -departs
-                if departs > threshold:
-                    break
-            # The levels: every price and quantity a short plain decimal, or the line is for
-            # Python.  All are checked before any is applied.
-            ok = True
-            for side in range(2):
-                li = self.bids_list if side == 0 else self.asks_list
-                for k in range(sc.nlev[li]):
-                    qclass = plain_class(sc.lq[li][k], sc.lql[li][k])
-                    if qclass == 0 or sc.lql[li][k] > LVL_TEXT or not scaled_price(
-                        sc.lp[li][k], sc.lpl[li][k], &self.lprice[side][k]
-                    ):
-                        ok = False
-                        break
-                    self.lzero[side][k] = qclass == 2
-                if not ok:
-                    break
-            if not ok:
-                break
-            # -- from here on the line is the lane's: apply it as BookAuditor would. --
-            for side in range(2):
-                li = self.bids_list if side == 0 else self.asks_list
-                cs = cbids if side == 0 else casks
-                for k in range(sc.nlev[li]):
-                    cs.apply(self.lprice[side][k], sc.lp[li][k], sc.lpl[li][k], sc.lq[li][k],
-                             sc.lql[li][k], self.lzero[side][k])
+            # -- from here on the line is the lane's: applied as BookAuditor would. --
+            self.apply_levels(0)
             deltas += 1
             messages += 1
             if not has_first or local < first_us:
@@ -919,53 +1149,9 @@ cdef class Lane:
                 last_us = local
                 has_lastus = True
             seen_ring[taken % SEEN_MAX] = local
-            # Timing.check, its findings excluded above.
-            last_exch = exch
-            has_last_exch = True
-            b = floordiv(offset, BUCKET_US)
-            hs = &hslots[(<unsigned long long>b) & (HIST_SLOTS - 1)]
-            if hs.count and hs.bucket != b:
-                flush_hist(hist, hs)
-            hs.bucket = b
-            hs.count += 1
-            lat_count += 1
-            if not has_max or offset > max_us:
-                max_us = offset
-                has_max = True
-            if nord >= MIN_SAMPLES:
-                compared += 1
-                if departs > RATE_US:
-                    over += 1
-            # insort (right) into the sorted window, then the oldest leaves it.
-            lo = 0
-            hi = nwin
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if offset < srt[mid]:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            i = nwin
-            while i > lo:
-                srt[i] = srt[i - 1]
-                i -= 1
-            srt[lo] = offset
-            win[(head + nwin) % (WINDOW_MAX + 1)] = offset
-            nwin += 1
-            if nwin > WINDOW:
-                old = win[head]
-                head = (head + 1) % (WINDOW_MAX + 1)
-                nwin -= 1
-                lo = 0
-                hi = nwin + 1
-                while lo < hi:  # bisect_left
-                    mid = (lo + hi) // 2
-                    if srt[mid] < old:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                for i in range(lo, nwin):
-                    srt[i] = srt[i + 1]
+            drift = self.clock(&c, local, exch)
+            if drift is not None:
+                aud._find(self.drift_fault, self.path, n + 1, local, **drift)
             if safe:
                 eb = cbids.best()
                 ea = casks.best() if eb != NULL else NULL
@@ -989,17 +1175,7 @@ cdef class Lane:
 
         if taken:
             seq.last = seq_last
-            tim._last_exch = last_exch
-            recent.clear()
-            recent.extend([win[(head + i) % (WINDOW_MAX + 1)] for i in range(nwin)])
-            ordered[:] = [srt[i] for i in range(nwin)]
-            for i in range(HIST_SLOTS):
-                if hslots[i].count:
-                    flush_hist(hist, &hslots[i])
-            lat.count = lat_count
-            lat.max_us = max_us
-            tim.compared = compared
-            tim.over_100ms = over
+            self.store_clock(&c, tim)
             res.messages = messages
             self.synced = messages
             res.first_us = first_us
@@ -1009,12 +1185,127 @@ cdef class Lane:
             aud.last_seen_us = local
             aud.applied_us = local
             aud.crossed = crossed
-            seen.extend([seen_ring[i % SEEN_MAX] for i in range(max(0, taken - SEEN_MAX), taken)])
+            aud.recent_us.extend([seen_ring[i % SEEN_MAX] for i in range(max(0, taken - SEEN_MAX), taken)])
             if open_unsafe is not None:
                 open_unsafe.messages += open_msgs
             self.summary.lines += taken
             self.taken += taken
         return pos, n
+
+    # -- speculative runs --------------------------------------------------------------
+
+    def probe(self, bytes line):
+        """(receive time, exchange time) of ``line`` (ending with a line end) when it is a line
+        of the bound shape, else None."""
+        cdef const char *p = PyBytes_AS_STRING(line)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
+        cdef long long local = 0, exch = 0, first_id, last_id, prev_id
+        if n == 0 or p[n - 1] != 10:
+            return None
+        if not self.read_line(p, p + n - 1, &local, &exch, &first_id, &last_id, &prev_id):
+            return None
+        return local, exch
+
+    def speculate(self, bytes block, Py_ssize_t pos, Py_ssize_t end, list window, object last_exch,
+                  long long threshold_us):
+        """Take the lines of ``block`` from ``pos`` that start before ``end``, from the clock
+        window and last exchange time given (read from the lines before), on a book not known
+        here; stop at the first line the lane cannot take.  Returns where it stopped."""
+        cdef const char *buf = PyBytes_AS_STRING(block)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(block)
+        cdef const char *start
+        cdef const char *nl
+        cdef long long local = 0, exch = 0, first_id, last_id, prev_id, t, ob, oa
+        cdef Lvl *eb
+        cdef Lvl *ea
+        cdef Clock *c = &self.sclock
+        cdef int i
+        from array import array
+        self.speculative = True
+        self.hist_dict = {}
+        self.drifts = []
+        self.locals_ = array("q")
+        self.best = array("q")
+        self.messages = 0
+        self.first_us = self.last_us = self.max_local = None
+        c.has_last_exch = last_exch is not None
+        c.last_exch = last_exch if c.has_last_exch else 0
+        c.nwin = len(window)
+        c.head = 0
+        if c.nwin > WINDOW:
+            return pos
+        for i, v in enumerate(window):
+            c.win[i] = v
+        for i, v in enumerate(sorted(window)):
+            c.srt[i] = v
+        c.lat_count = 0
+        c.has_max = False
+        c.compared = c.over = 0
+        c.threshold = threshold_us
+        self.last_ob = self.last_oa = NONE - 1  # differs from any recorded pair
+        self.has_seq = False
+        locals_append = self.locals_.append
+        best_extend = self.best.extend
+        cdef CSide cbids = self.cbids, casks = self.casks
+        while pos < end:
+            start = buf + pos
+            nl = <const char *>memchr(start, 10, size - pos)
+            if nl == NULL:
+                break
+            if not self.read_line(start, nl, &local, &exch, &first_id, &last_id, &prev_id):
+                break
+            if not self.has_seq:
+                self.start_prev = prev_id if self.rule == RULE_PREV_LINK else first_id - 1
+                self.seq_last = self.start_prev
+                self.has_seq = True
+            if not self.follows(first_id, prev_id, self.seq_last):
+                break
+            t = self.messages
+            self.used_masks |= 1 << self.sc.mask()
+            self.apply_levels(t)
+            locals_append(local)
+            drift = self.clock(c, local, exch)
+            if drift is not None:
+                self.drifts.append((t, local, drift))
+            eb = cbids.best()
+            ea = casks.best()
+            ob = eb.price if eb != NULL else NONE
+            oa = ea.price if ea != NULL else NONE
+            if ob != self.last_ob or oa != self.last_oa:
+                best_extend((t, ob, oa))
+                self.last_ob = ob
+                self.last_oa = oa
+            if self.first_us is None or local < self.first_us:
+                self.first_us = local
+            if self.last_us is None or local > self.last_us:
+                self.last_us = local
+            self.seq_last = last_id
+            self.messages += 1
+            pos = nl - buf + 1
+        self.flush_hists()
+        return pos
+
+    def speculation(self):
+        """What a speculative run found, for the assembly (``shared.chunking``)."""
+        cdef Clock *c = &self.sclock
+        return {
+            "messages": self.messages,
+            "start_prev": self.start_prev if self.has_seq else None,
+            "last_id": self.seq_last if self.has_seq else None,
+            "last_exch": c.last_exch if c.has_last_exch else None,
+            "window": self.window(c),
+            "hist": self.hist_dict,
+            "lat_count": c.lat_count,
+            "max_us": c.max_us if c.has_max else None,
+            "compared": c.compared,
+            "over": c.over,
+            "first_us": self.first_us,
+            "last_us": self.last_us,
+            "drifts": self.drifts,
+            "masks": self.used_masks,
+            "bids": self.cbids.overlay(),
+            "asks": self.casks.overlay(),
+        }
 
 
 cdef inline void memcpy_19(char *dst, const char *src) noexcept:
@@ -1023,34 +1314,147 @@ cdef inline void memcpy_19(char *dst, const char *src) noexcept:
         dst[i] = src[i]
 
 
-cdef int plain_class(const char *b, int n) noexcept:
-    """The class ``shared.numbers.classify_qty`` gives a short plain decimal (digits, at most
-    one point, at most 15 digits: an exact float below 1e30): 1 positive, 2 zero; 0 for any
-    other text (the caller asks the book's own check)."""
-    cdef int i, digits = 0, points = 0
-    cdef bint nonzero = False
-    cdef char c
-    if n == 0 or b[0] == 46:
-        return 0
-    for i in range(n):
-        c = b[i]
-        if c == 46:
-            points += 1
-            if points > 1:
-                return 0
-        elif 48 <= c <= 57:
-            digits += 1
-            if c != 48:
-                nonzero = True
-        else:
-            return 0
-    if digits > 15:
-        return 0
-    return 1 if nonzero else 2
-
-
 cdef int flush_hist(dict hist, HistSlot *hs) except -1:
     b = hs.bucket
     hist[b] = hist.get(b, 0) + hs.count
     hs.count = 0
     return 0
+
+
+cdef long long base_levels(object side, long long **prices, list texts) except -2:
+    """The present levels of a Python side, scaled, into a new array (``texts`` gets their
+    texts in the same order); -1 where one is not a text the lane reads."""
+    cdef dict d = side.levels
+    cdef long long n = len(d), i = 0, price
+    cdef bytes b
+    prices[0] = <long long *>malloc((n + 1) * sizeof(long long))
+    if prices[0] == NULL:
+        raise MemoryError()
+    for p in d:
+        if type(p) is not str or not (<str>p).isascii():
+            return -1
+        b = (<str>p).encode("ascii")
+        if not scaled_price(b, len(b), &price):
+            return -1
+        prices[0][i] = price
+        texts.append(p)
+        i += 1
+    return n
+
+
+cdef void sort_prices(long long *a, long long n, bint descending) noexcept:
+    qsort(a, n, sizeof(long long), cmp_desc if descending else cmp_asc)
+
+
+cdef int cmp_asc(const void *x, const void *y) noexcept nogil:
+    cdef long long a = (<long long *>x)[0], b = (<long long *>y)[0]
+    return (a > b) - (a < b)
+
+
+cdef int cmp_desc(const void *x, const void *y) noexcept nogil:
+    cdef long long a = (<long long *>x)[0], b = (<long long *>y)[0]
+    return (a < b) - (a > b)
+
+
+def resolve(object bids, object asks, bytes ov_bids, bytes ov_asks, object best,
+            long long messages, bint crossed, bint safe):
+    """The crossed-book findings of a speculative run, now that the book it started from is
+    known (the Python sides ``bids`` and ``asks``, before the overlay is laid): ``ov_*`` the
+    run's overlay (``CSide.overlay``), ``best`` its (message, best bid, best ask) records.
+    Returns ([(message, best bid text, best ask text)], crossed at the end), or None where a
+    level of the book is not a text the lane reads, or a finding would need a text the run
+    did not keep (a price deleted and written anew)."""
+    cdef long long nbest = len(best) // 3
+    cdef long long INF = 9223372036854775807LL
+    cdef long long t, j = 0, ib = 0, ia = 0, ob = NONE, oa = NONE, bid, ask, bbb, bba, i
+    cdef long long *bp = NULL
+    cdef long long *ap = NULL
+    cdef long long *bt = NULL
+    cdef long long *at = NULL
+    cdef long long nb, na
+    cdef bint now
+    cdef Lvl *e
+    cdef CSide ob_side = CSide(True), oa_side = CSide(False)
+    cdef long long[:] bestv = best
+    ob_side.take(ov_bids)
+    oa_side.take(ov_asks)
+    btexts, atexts = [], []
+    try:
+        nb = base_levels(bids, &bp, btexts)
+        na = base_levels(asks, &ap, atexts)
+        if nb < 0 or na < 0:
+            return None
+        base_b = dict(zip([bp[i] for i in range(nb)], btexts))
+        base_a = dict(zip([ap[i] for i in range(na)], atexts))
+        sort_prices(bp, nb, True)
+        sort_prices(ap, na, False)
+        bt = <long long *>malloc((nb + 1) * sizeof(long long))
+        at = <long long *>malloc((na + 1) * sizeof(long long))
+        if bt == NULL or at == NULL:
+            raise MemoryError()
+        for i in range(nb):
+            e = ob_side.slot(bp[i])
+            bt[i] = e.first if e.state != ABSENT else INF
+        for i in range(na):
+            e = oa_side.slot(ap[i])
+            at[i] = e.first if e.state != ABSENT else INF
+        events = []
+        for t in range(messages):
+            while j < nbest and bestv[3 * j] <= t:
+                ob = bestv[3 * j + 1]
+                oa = bestv[3 * j + 2]
+                j += 1
+            while ib < nb and bt[ib] <= t:  # touched by then: the overlay says
+                ib += 1
+            while ia < na and at[ia] <= t:
+                ia += 1
+            if not safe:
+                continue
+            bbb = bp[ib] if ib < nb else NONE
+            bba = ap[ia] if ia < na else NONE
+            bid = ob if ob > bbb else bbb
+            if oa == NONE:
+                ask = bba
+            elif bba == NONE:
+                ask = oa
+            else:
+                ask = oa if oa < bba else bba
+            now = bid != NONE and ask != NONE and bid >= ask
+            if now and not crossed:
+                b_text = text_at(bid, bid == bbb, ob_side, base_b)
+                a_text = text_at(ask, ask == bba, oa_side, base_a)
+                if b_text is None or a_text is None:
+                    return None
+                events.append((t, b_text, a_text))
+            crossed = now
+        return events, crossed
+    finally:
+        free(bp)
+        free(ap)
+        free(bt)
+        free(at)
+
+
+cdef object text_at(long long price, bint from_base, CSide overlay, dict base):
+    """The text the book shows for ``price``: the book's own where the run did not touch it or
+    only updated it, else the run's (None where the run wrote it anew after a delete)."""
+    cdef Lvl *e
+    if from_base:
+        return base[price]
+    e = overlay.slot(price)
+    if e.retexted:
+        return None
+    if e.inherit and price in base:  # the book's text stays
+        return base[price]
+    return e.ptext[:e.plen].decode("ascii")
+
+
+def scaled(str text):
+    """The scaled price of ``text`` (see :func:`scaled_price`), or None."""
+    cdef long long out = 0
+    if not text.isascii():
+        return None
+    cdef bytes b = text.encode("ascii")
+    if not scaled_price(b, len(b), &out):
+        return None
+    return out

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from shared.auditors import AuditConfig
+from shared.chunking import assemble, chunks_for, run_chunk
 from shared.engine import SegmentResult, audit_segment, combine
 from shared.formats.lines import reading_from
 from shared.jobs import (
@@ -36,6 +37,8 @@ from shared.replay.stats import add as add_stats
 from shared.report import write_outputs
 
 NAME = "audit"
+# Stage 0's result where the segment was cut into chunks (stage 1 assembles them).
+CHUNKED = b"chunks"
 
 
 def plan_audit(paths: list[str], cfg: AuditConfig, out_dir: str, writer: Writer) -> tuple[str, JobPlan]:
@@ -83,6 +86,9 @@ class AuditKind:
 
     def run_segment(self, plan: JobPlan, segment: int, ctx: SegmentContext) -> Step:
         job, cfg = decode(plan)
+        chunks = chunks_for(job, segment, cfg)
+        if chunks:
+            return Step(CHUNKED, tuple(SubTask(Queue.BOOK, c) for c in chunks))
         with reading_from(ctx.blocks):
             result = audit_segment(job, segment, cfg, AnswerBook(()) if cfg.replay_sources else None)
         requests = requests_for(result.parts) if cfg.replay_sources else []
@@ -101,6 +107,12 @@ class AuditKind:
         ctx: SegmentContext,
     ) -> Step:
         job, cfg = decode(plan)
+        if previous == CHUNKED:
+            assembled = assemble(job, segment, cfg, answers)
+            if assembled is None:  # the file is not here as the chunks read it: read it whole
+                with reading_from(ctx.blocks):
+                    assembled = audit_segment(job, segment, cfg)
+            return Step(assembled.encode(), messages=assembled.messages)
         decoded = [Answer.decode(a) for a in answers]
         with reading_from(ctx.blocks):
             result = audit_segment(job, segment, cfg, AnswerBook(decoded))
@@ -109,6 +121,8 @@ class AuditKind:
         return Step(result.encode(), messages=result.messages)
 
     def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, ctx: SubtaskContext) -> bytes:
+        if "chunk" in args:
+            return run_chunk(args["chunk"])
         _, cfg = decode(plan)
         request = FillRequest.from_json(args)
         sources = open_sources(cfg.replay_sources, ctx.redis)
@@ -123,6 +137,8 @@ class AuditKind:
         return SegmentResult.not_audited(job, segment, reason).encode()
 
     def failed_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, reason: str) -> bytes:
+        if "chunk" in args:
+            return b""  # the assembly reads that chunk itself
         request = FillRequest.from_json(args)
         return Answer(request, reasons={"*": f"the fill task failed: {reason}"}).encode()
 

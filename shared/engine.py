@@ -342,12 +342,12 @@ class Engine:
         summaries = {s.path: s for s in job.inputs}
         for group in job.segments[index]:
             self._run_group(group, job.formats, summaries)
-        self._close_segment()
+        self.close_segment()
 
     def _run_group(
         self, group: list[str], formats: dict[str, str | None], summaries: dict[str, InputSummary]
     ) -> None:
-        contexts = {f: _FileContext(summaries[f]) for f in group}
+        contexts = self.open_group(group, summaries)
         streams: list[Iterator[RawRecord]] = []
         for f in group:
             fmt = formats[f]
@@ -366,6 +366,15 @@ class Engine:
             records = streams[0]
         else:
             records = heapq.merge(*streams, key=_merge_key)
+        self.read(records, contexts)
+        self.close_group(contexts)
+
+    def open_group(self, group: list[str], summaries: dict[str, InputSummary]) -> dict[str, _FileContext]:
+        """The per-file state of a capture group about to be read."""
+        return {f: _FileContext(summaries[f]) for f in group}
+
+    def read(self, records: Iterable[RawRecord], contexts: dict[str, _FileContext]) -> None:
+        """Audit ``records`` (of the group of ``contexts``); a read that fails marks its files."""
         try:
             self._consume(records, contexts)
         except OSError as exc:
@@ -373,6 +382,18 @@ class Engine:
                 if ctx.summary.error is None:
                     ctx.summary.error = f"read failed: {exc.strerror or exc}"
                     ctx.summary.audited = False
+
+    def read_range(
+        self, contexts: dict[str, _FileContext], path: str, fmt: str, start: int, end: int, line: int
+    ) -> int:
+        """Audit the lines of plain capture ``path`` that start in bytes [start, end) (``start``
+        a line start), numbered from ``line + 1``; the number of the last line read."""
+        reader = fastlane.LaneReader(self, contexts[path], path, fmt, span=(start, end), line=line)
+        self.read(reader.records(), contexts)
+        return reader.line
+
+    def close_group(self, contexts: dict[str, _FileContext]) -> None:
+        """The group is read: damage to its files and the end of its recording, on its streams."""
         # Damage to a file (lines that could not be read, a cut-off end) is damage to every
         # stream it fed: none of them can be called clean.
         for ctx in contexts.values():
@@ -565,7 +586,7 @@ class Engine:
             if auditor is not None:
                 auditor.disconnect(ev.path, ev.line, ev.local_us)
 
-    def _close_segment(self) -> None:
+    def close_segment(self) -> None:
         """The segment is read: finish its auditors; the next segment starts afresh."""
         for table in (self.books, self.trades, self.funding):
             for auditor in table.values():
@@ -576,7 +597,7 @@ class Engine:
         self.shapes = {}
 
     def finish(self) -> AuditOutcome:
-        self._close_segment()
+        self.close_segment()
         return AuditOutcome(self.inputs, merge_parts(self.parts), self.malformed, books=self.book_rows)
 
 

@@ -24,9 +24,9 @@ import orjson
 from shared import compiled
 from shared.auditors import LIVE, BookAuditor
 from shared.book import _MISSING, _PRICE_KEY, price_key
-from shared.checks.shapes import WARM_UP, fingerprint
+from shared.checks.shapes import WARM_UP, ShapeWatch, fingerprint
 from shared.exchanges.binance import BinanceSession
-from shared.formats.lines import LINE_TOO_LONG, TruncatedInput, line_blocks
+from shared.formats.lines import LINE_TOO_LONG, TruncatedInput, line_blocks, span_blocks
 from shared.formats.readers import epoch_record, tardis_raw_record, too_long
 from shared.formats.timestamps import iso_seconds
 from shared.model import Fault, RawRecord, StreamKey
@@ -44,7 +44,9 @@ FORMATS: dict[str, tuple[Callable[[str, int, bytes], RawRecord], int]] = {
     "epoch": (epoch_record, _TIME_EPOCH),
     "tardis-raw": (tardis_raw_record, _TIME_ISO),
 }
-_RULES = {id(CONSECUTIVE): 1, id(PREV_LINK): 2}
+# The lane's code for a venue's rule of book sequence ids.
+CONSECUTIVE_RULE, PREV_LINK_RULE = 1, 2
+RULES = {id(CONSECUTIVE): CONSECUTIVE_RULE, id(PREV_LINK): PREV_LINK_RULE}
 _SEEN_MAX = 128  # the receive times the lane keeps for BookAuditor.recent_us (_lane_c.SEEN_MAX)
 _T_STR, _T_INT, _T_OBJ, _T_END, _T_LEVELS, _T_EMPTY = 1, 2, 3, 4, 5, 6
 
@@ -69,7 +71,7 @@ def usable(engine: Engine, fmt: str | None) -> bool:
     )
 
 
-class _Events(NamedTuple):
+class StreamOf(NamedTuple):
     """What ``ctx.last_events`` needs of the lane's lines: their stream."""
 
     key: StreamKey
@@ -109,9 +111,10 @@ def _fields(sig: list[tuple[int, bytes, int]]) -> dict[bytes, tuple[int, int]] |
 Signature = list[tuple[int, bytes, int]]
 
 
-def _binance_roles(session: Any, obj: Any, sig: Signature) -> tuple[dict[str, Any], str] | None:
-    """The lane's roles for a Binance ``depthUpdate`` line, and its symbol; None for any other."""
-    if type(session) is not BinanceSession or session._held_snapshot is not None:
+def roles_of(obj: Any, sig: Signature) -> tuple[dict[str, Any], str] | None:
+    """The lane's roles for a Binance ``depthUpdate`` line (``obj`` decoded, ``sig`` its
+    signature), and its symbol; None for any other line."""
+    if not isinstance(obj, dict):
         return None
     fields = _fields(sig)
     if fields is None:
@@ -148,7 +151,25 @@ def _binance_roles(session: Any, obj: Any, sig: Signature) -> tuple[dict[str, An
     return roles, symbol
 
 
-def _list_variants(obj: Any, sig: list[tuple[int, bytes, int]]) -> Iterator[tuple[int, Any]]:
+def session_ready(ctx: _FileContext) -> BinanceSession | None:
+    """The file's venue session, when its next depth diff is plain for the lane."""
+    session = ctx.session
+    if type(session) is not BinanceSession or session._held_snapshot is not None:
+        return None
+    return session
+
+
+def warm_masks(watch: ShapeWatch, obj: Any, sig: Signature) -> int:
+    """Which emptiness of the level lists (bit m: mask m) of ``obj``'s shape is past its
+    warm-up in ``watch``: a line of such a shape changes nothing in the watch."""
+    warm = 0
+    for mask, variant in _list_variants(obj, sig):
+        if watch.fingerprints.get(fingerprint(variant), 0) > WARM_UP:
+            warm |= 1 << mask
+    return warm
+
+
+def _list_variants(obj: Any, sig: Signature) -> Iterator[tuple[int, Any]]:
     """``obj`` with each of its (at most two) lists of levels empty or not, by mask (bit i:
     the i-th list is not empty): the shapes a line of the same fields can have."""
     paths = []
@@ -169,7 +190,7 @@ def _list_variants(obj: Any, sig: list[tuple[int, bytes, int]]) -> Iterator[tupl
         yield mask, variant
 
 
-def _ready(engine: Engine, ctx: _FileContext, key: StreamKey) -> BookAuditor | None:
+def ready(engine: Engine, ctx: _FileContext, key: StreamKey) -> BookAuditor | None:
     """The stream's auditor, when its next diff is ordinary for the lane: live, bridged,
     nothing held back or kept for a REST snapshot, no observer, float keys, no checksum."""
     aud = engine.books.get(key)
@@ -193,7 +214,7 @@ def _ready(engine: Engine, ctx: _FileContext, key: StreamKey) -> BookAuditor | N
         or (aud.recent_us.maxlen or 0) > _SEEN_MAX
         or aud.book.bids.exact
         or aud.book.asks.exact
-        or id(aud.rule) not in _RULES
+        or id(aud.rule) not in RULES
     ):
         return None
     return aud
@@ -202,12 +223,26 @@ def _ready(engine: Engine, ctx: _FileContext, key: StreamKey) -> BookAuditor | N
 class LaneReader:
     """Reads one file for the engine: the lane takes what it can, the rest are records."""
 
-    def __init__(self, engine: Engine, ctx: _FileContext, path: str, fmt: str) -> None:
-        assert _C is not None
+    def __init__(
+        self,
+        engine: Engine,
+        ctx: _FileContext,
+        path: str,
+        fmt: str,
+        span: tuple[int, int] | None = None,
+        line: int = 0,
+    ) -> None:
         self.engine = engine
         self.ctx = ctx
         self.path = path
+        # The whole file, or the lines of a plain file that start in [start, end), numbered
+        # from ``line + 1``; ``line`` is the number of the last line read.
+        self.span = span
+        self.line = line
         self.record_of, time_format = FORMATS[fmt]
+        self.lane: Any = None
+        if _C is None:  # the Python path reads every line
+            return
         lane = self.lane = _C.Lane()
         lane.summary = ctx.summary
         lane.path = path
@@ -216,6 +251,7 @@ class LaneReader:
         lane.price_key = price_key
         lane.missing = _MISSING
         lane.crossed_fault = Fault.CROSSED_BOOK
+        lane.drift_fault = Fault.TIMESTAMP_DRIFT
         lane.iso_seconds_of = iso_seconds
         self.binding: _Binding | None = None
 
@@ -223,26 +259,32 @@ class LaneReader:
         try:
             yield from self._records()
         finally:
-            self.lane.flush()  # the Python book is whole again, however reading ended
+            if self.lane is not None:
+                self.lane.flush()  # the Python book is whole again, however reading ended
+
+    def _blocks(self) -> Iterator[bytes]:
+        if self.span is None:
+            return line_blocks(self.path)
+        return span_blocks(self.path, *self.span)
 
     def _records(self) -> Iterator[RawRecord]:
         path, lane, record_of = self.path, self.lane, self.record_of
-        n = 0
         try:
-            for block in line_blocks(path):
+            for block in self._blocks():
                 if block is LINE_TOO_LONG:
-                    n += 1
-                    lane.flush()
-                    yield too_long(path, n)
+                    self.line += 1
+                    if lane is not None:
+                        lane.flush()
+                    yield too_long(path, self.line)
                     continue
                 pos, size = 0, len(block)
                 while pos < size:
-                    if lane.bound:
-                        was = n
-                        pos, n = lane.run(block, pos, n)
-                        if n != was:
+                    if lane is not None and lane.bound:
+                        was = self.line
+                        pos, self.line = lane.run(block, pos, self.line)
+                        if self.line != was:
                             assert self.binding is not None
-                            self.ctx.last_events = (_Events(self.binding.key),)
+                            self.ctx.last_events = (StreamOf(self.binding.key),)
                         if pos >= size:
                             break
                     end = block.find(b"\n", pos)
@@ -252,15 +294,18 @@ class LaneReader:
                     line = block[pos:end]
                     if line.endswith(b"\r"):
                         line = line[:-1]
-                    n += 1
-                    rec = record_of(path, n, line)
-                    lane.flush()  # the Python path may read the book
+                    self.line += 1
+                    rec = record_of(path, self.line, line)
+                    if lane is not None:
+                        lane.flush()  # the Python path may read the book
                     yield rec
-                    self._after(rec)
+                    if lane is not None:
+                        self._after(rec)
                     pos = nxt
         except TruncatedInput as exc:
-            lane.flush()
-            yield RawRecord.cut_off(path, n + 1, str(exc))
+            if lane is not None:
+                lane.flush()
+            yield RawRecord.cut_off(path, self.line + 1, str(exc))
 
     def _after(self, rec: RawRecord) -> None:
         """The Python path read ``rec``: bind to its stream, or keep the binding only if it
@@ -272,7 +317,7 @@ class LaneReader:
                 self.binding = binding
                 return
         binding = self.binding
-        if binding is not None and _ready(self.engine, self.ctx, binding.key) is binding.auditor:
+        if binding is not None and ready(self.engine, self.ctx, binding.key) is binding.auditor:
             return
         lane.bound = False
         lane.auditor = None
@@ -282,7 +327,8 @@ class LaneReader:
         ctx, lane = self.ctx, self.lane
         sig = lane.signature(raw)
         watch = ctx.shapes
-        if sig is None or ctx.session is None or watch is None:
+        session = session_ready(ctx)
+        if sig is None or session is None or watch is None:
             return None
         try:
             obj = orjson.loads(raw)
@@ -290,20 +336,18 @@ class LaneReader:
             return None
         if not isinstance(obj, dict) or watch.fingerprints.get(fingerprint(obj), 0) <= WARM_UP:
             return None
-        got = _binance_roles(ctx.session, obj, sig)
+        got = roles_of(obj, sig)
         if got is None:
             return None
         roles, symbol = got
-        session = ctx.session
-        assert isinstance(session, BinanceSession)
         key = session._book_keys.get(symbol)
         if key is None:
             return None
-        aud = _ready(self.engine, ctx, key)
+        aud = ready(self.engine, ctx, key)
         if aud is None:
             return None
-        rule = _RULES[id(aud.rule)]
-        if rule == 2 and roles["prev"] < 0:
+        rule = RULES[id(aud.rule)]
+        if rule == PREV_LINK_RULE and roles["prev"] < 0:
             return None
         b = self.binding
         if b is not None and b.auditor is aud and b.signature == sig and lane.bound:
@@ -312,8 +356,66 @@ class LaneReader:
             return None
         lane.loaded = False  # its book is read from the Python one when it next runs
         # The other emptiness of the level lists are other shapes: each its own warm-up.
-        for mask, variant in _list_variants(obj, sig):
-            lane.allow(mask, watch.fingerprints.get(fingerprint(variant), 0) > WARM_UP)
+        warm = warm_masks(watch, obj, sig)
+        for mask in range(4):
+            lane.allow(mask, bool(warm >> mask & 1))
         lane.rule = rule
         lane.auditor = aud
         return _Binding(key, aud, sig, roles["symbol_value"])
+
+
+# -- for the chunks of one recording (shared.chunking) ----------------------------------------
+
+
+def json_part(line: bytes) -> bytes:
+    """The JSON of a capture line (after its time), without the line end."""
+    return line.partition(b" ")[2].rstrip(b"\r\n")
+
+
+def signature(text: bytes) -> Signature | None:
+    assert _C is not None
+    sig: Signature | None = _C.Lane().signature(text)
+    return sig
+
+
+def speculative_lane(fmt: str) -> Any:
+    """A lane for a speculative run over lines of format ``fmt``."""
+    assert _C is not None
+    lane = _C.Lane()
+    lane.time_format = FORMATS[fmt][1]
+    lane.iso_seconds_of = iso_seconds
+    return lane
+
+
+def bind_speculative(lane: Any, line: bytes) -> tuple[str, int] | None:
+    """Bind ``lane`` to the shape of ``line`` (a chunk's first line) for a speculative run:
+    its symbol and the rule its ids would follow; None when it is not a diff the lane takes."""
+    text = json_part(line)
+    sig = lane.signature(text)
+    if sig is None:
+        return None
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    got = roles_of(obj, sig)
+    if got is None:
+        return None
+    roles, symbol = got
+    if not lane.bind(text, roles, 1000):
+        return None
+    for mask in range(4):
+        lane.allow(mask, True)  # the assembly checks each shape used was past its warm-up
+    lane.rule = PREV_LINK_RULE if roles["prev"] >= 0 else CONSECUTIVE_RULE
+    return symbol, lane.rule
+
+
+def resolve(*args: Any) -> Any:
+    assert _C is not None
+    return _C.resolve(*args)
+
+
+def lay_overlay(side: Any, entries: bytes) -> None:
+    """Lay a speculative run's overlay on a Python side, as its levels one by one would."""
+    assert _C is not None
+    _C.lay_overlay(side, entries, _PRICE_KEY, price_key, _MISSING)

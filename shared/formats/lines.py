@@ -138,6 +138,54 @@ def line_blocks(path: str) -> Iterator[bytes]:
         yield rest
 
 
+def span_blocks(path: str, start: int, end: int) -> Iterator[bytes]:
+    """The lines of plain file ``path`` that start in bytes [start, end) (``start`` a line
+    start), read from the file itself in blocks of whole lines (the last may end where the file
+    ends).  A line longer than ``MAX_LINE`` raises :class:`TruncatedInput`."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        base = start  # the file offset of rest[0]
+        rest = b""
+        while True:
+            chunk = fh.read(_CHUNK)
+            if not chunk:
+                if rest:
+                    yield rest
+                return
+            data = rest + chunk if rest else chunk
+            if base + len(data) >= end:
+                cut = data.find(b"\n", max(0, end - 1 - base))
+                if cut >= 0:
+                    yield data[: cut + 1]
+                    return
+                rest = data
+            else:
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    rest = data
+                else:
+                    yield data[: cut + 1]
+                    rest = data[cut + 1 :]
+                    base += cut + 1
+            if len(rest) > MAX_LINE:
+                raise TruncatedInput("a line longer than the reader's limit")
+
+
+def line_start(path: str, offset: int) -> int:
+    """The offset of the first line of plain file ``path`` that starts at or after ``offset``."""
+    if offset <= 0:
+        return 0
+    with open(path, "rb") as fh:
+        fh.seek(offset - 1)
+        pos = offset - 1
+        while block := fh.read(1 << 16):
+            cut = block.find(b"\n")
+            if cut >= 0:
+                return pos + cut + 1
+            pos += len(block)
+    return pos
+
+
 def iter_lines(path: str) -> Iterator[bytes]:
     """Lines of ``path`` without their line ends, read in 1 MiB chunks.
 

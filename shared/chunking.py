@@ -1,0 +1,364 @@
+"""One big recording across many workers: a plain capture cut into chunks audited at once.
+
+A chunk is audited *speculatively* (``_lane_c.Lane.speculate``): from the state the lines
+just before it show (the clock window, the id the first diff chains on) and on a book it
+does not know, as long as every line is a diff of one stream the fast lane can take.  What
+it did to the book is an overlay (later values win, a zero deletes); its crossed-book
+checks are kept as the best bid and ask of the overlay at every message, decided once the
+book under the overlay is known.
+
+The assembly (:func:`assemble`) then reads the recording in order with a real engine: the
+head, and any line no chunk took, on the Python path; each chunk whose assumptions hold
+exactly in the engine's state at that point (the same stream, live and ordinary, the id its
+first diff chains on, the clock window, the shapes past warm-up) is laid on the state in
+one step: its overlay on the book, its counts, its drift findings and its crossed-book
+findings where they fall.  A chunk whose assumptions do not hold is read on the Python path
+instead.  So the outputs are the same bytes as one process reading the whole file, however
+it is cut: whatever depends on the lines before a chunk is either proven equal or redone.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shared import fastlane
+from shared.auditors import AuditConfig
+from shared.engine import Engine, SegmentResult, _FileContext
+from shared.formats.lines import GZIP_MAGIC, line_start, span_blocks
+from shared.model import Fault
+from shared.planning import Plan
+
+CHUNK_ENV = "RETAPE_CHUNK_MB"
+DEFAULT_CHUNK_MB = 32.0
+HEAD_BYTES = 4 << 20  # read by the assembly itself: the snapshot, the bridge, the warm-up
+TAIL_BYTES = 256 << 10  # read back before a chunk for its clock window
+WINDOW = 33  # shared.checks.timing.WINDOW
+
+
+def chunk_bytes() -> int:
+    """The size of a chunk (``RETAPE_CHUNK_MB``, on the worker that plans; 0: never cut)."""
+    raw = os.environ.get(CHUNK_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_CHUNK_MB
+    except ValueError:
+        mb = DEFAULT_CHUNK_MB
+    return max(0, int(mb * (1 << 20)))
+
+
+def _plain(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) != GZIP_MAGIC
+    except OSError:
+        return False
+
+
+def chunks_for(job: Plan, segment: int, cfg: AuditConfig) -> list[dict[str, Any]]:
+    """The chunks of segment ``segment`` to audit apart, or none: only a segment of one plain
+    capture, larger than two chunks, in a format the fast lane reads, with the lane built,
+    no replay and no rebuilt-book rows."""
+    size_of_chunk = chunk_bytes()
+    groups = job.segments[segment]
+    if not size_of_chunk or not fastlane.available() or len(groups) != 1 or len(groups[0]) != 1:
+        return []
+    if cfg.replay_sources or cfg.book_interval_us > 0:
+        return []
+    path = groups[0][0]
+    fmt = job.formats.get(path)
+    if fmt not in fastlane.FORMATS or not _plain(path):
+        return []
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    size = st.st_size
+    head = min(HEAD_BYTES, size_of_chunk)
+    if size < head + 2 * size_of_chunk:
+        return []
+    cuts = list(range(head, size, size_of_chunk)) + [size]
+    return [
+        {
+            "chunk": {
+                "path": path,
+                "format": fmt,
+                "start": cuts[i],
+                "end": cuts[i + 1],
+                "size": size,
+                "mtime_ns": st.st_mtime_ns,
+                "drift_ms": cfg.drift_ms,
+            }
+        }
+        for i in range(len(cuts) - 1)
+    ]
+
+
+@dataclass(slots=True)
+class Piece:
+    """What a chunk's speculative run took: the lines from ``start`` to ``stop`` (offsets of
+    line starts), and what the assembly needs to check and lay it."""
+
+    start: int
+    stop: int
+    first_line: bytes = b""  # the first line's JSON, for its shape
+    symbol: str = ""
+    rule: int = 0
+    found: dict[str, Any] = field(default_factory=dict)  # Lane.speculation()
+    start_window: list[int] = field(default_factory=list)
+    start_exch: int | None = None
+    locals_: array = field(default_factory=lambda: array("q"))
+    best: array = field(default_factory=lambda: array("q"))
+
+    @property
+    def messages(self) -> int:
+        return int(self.found.get("messages", 0))
+
+    def encode(self) -> bytes:
+        found = {k: v for k, v in self.found.items() if k not in ("bids", "asks")}
+        head = {
+            "start": self.start,
+            "stop": self.stop,
+            "first_line": self.first_line.decode("utf-8", "replace"),
+            "symbol": self.symbol,
+            "rule": self.rule,
+            "found": {**found, "hist": sorted(found.get("hist", {}).items())},
+            "start_window": self.start_window,
+            "start_exch": self.start_exch,
+        }
+        parts = [
+            orjson.dumps(head),
+            self.locals_.tobytes(),
+            self.best.tobytes(),
+            self.found["bids"],
+            self.found["asks"],
+        ]
+        body = b"".join(struct.pack("<Q", len(p)) + p for p in parts)
+        return zlib.compress(body, 1)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Piece | None:
+        if not raw:
+            return None
+        body = zlib.decompress(raw)
+        parts = []
+        pos = 0
+        while pos < len(body):
+            (n,) = struct.unpack_from("<Q", body, pos)
+            parts.append(body[pos + 8 : pos + 8 + n])
+            pos += 8 + n
+        head = orjson.loads(parts[0])
+        found = head["found"]
+        found["hist"] = {int(b): int(c) for b, c in found["hist"]}
+        found["drifts"] = [tuple(d) for d in found["drifts"]]
+        found["bids"], found["asks"] = parts[3], parts[4]
+        locals_, best = array("q"), array("q")
+        locals_.frombytes(parts[1])
+        best.frombytes(parts[2])
+        return cls(
+            head["start"],
+            head["stop"],
+            head["first_line"].encode("utf-8"),
+            head["symbol"],
+            head["rule"],
+            found,
+            list(head["start_window"]),
+            head["start_exch"],
+            locals_,
+            best,
+        )
+
+
+def run_chunk(args: dict[str, Any]) -> bytes:
+    """Audit one chunk speculatively (a worker's sub-task): its encoded :class:`Piece`, or
+    nothing where it cannot (the file is not here as planned, the lane is not built, its
+    first line is not a diff the lane takes)."""
+    path, fmt = args["path"], args["format"]
+    if not fastlane.available() or fmt not in fastlane.FORMATS:
+        return b""
+    try:
+        st = os.stat(path)
+        if st.st_size != args["size"] or st.st_mtime_ns != args["mtime_ns"]:
+            return b""
+        start = line_start(path, args["start"])
+        if start >= args["end"]:
+            return b""
+        text = b"".join(span_blocks(path, start, args["end"]))
+        with open(path, "rb") as fh:
+            back = max(0, start - TAIL_BYTES)
+            fh.seek(back)
+            tail = fh.read(start - back)
+    except (OSError, ValueError):
+        return b""
+    lane = fastlane.speculative_lane(fmt)
+    first = text[: text.find(b"\n") + 1 or len(text)]
+    bound = fastlane.bind_speculative(lane, first)
+    if bound is None:
+        return b""
+    symbol, rule = bound
+    window, last_exch = _clock_before(lane, tail, back > 0)
+    stop = lane.speculate(text, 0, len(text), window, last_exch, int(args["drift_ms"] * 1000))
+    found = lane.speculation()
+    if not found["messages"]:
+        return b""
+    piece = Piece(
+        start,
+        start + stop,
+        fastlane.json_part(first),
+        symbol,
+        rule,
+        found,
+        window,
+        last_exch,
+        lane.locals_,
+        lane.best,
+    )
+    return piece.encode()
+
+
+def _clock_before(lane: Any, tail: bytes, cut: bool) -> tuple[list[int], int | None]:
+    """The clock window (the offsets of the last messages, oldest first) and the last
+    exchange time the lines of ``tail`` leave, as far as they show them."""
+    lines = tail.split(b"\n")
+    if cut:
+        lines = lines[1:]  # the first may be a line's end
+    offsets: list[int] = []
+    last_exch = None
+    for line in reversed(lines):
+        got = lane.probe(line + b"\n") if line else None
+        if got is None:
+            continue
+        local, exch = got
+        if last_exch is None:
+            last_exch = exch
+        offsets.append(local - exch)
+        if len(offsets) == WINDOW:
+            break
+    offsets.reverse()
+    return offsets, last_exch
+
+
+# -- the assembly --------------------------------------------------------------------------
+
+
+def assemble(job: Plan, segment: int, cfg: AuditConfig, answers: list[bytes]) -> SegmentResult | None:
+    """The segment's result from its chunks' runs (see the module text); None where the file
+    cannot be read here as the chunks read it (then the segment is audited whole)."""
+    (path,) = job.segments[segment][0]
+    fmt = job.formats[path]
+    assert fmt is not None
+    own = job.segment_inputs(segment)
+    engine = Engine(cfg)
+    engine.inputs = own
+    summaries = {s.path: s for s in own}
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return None
+    pieces = sorted((p for p in map(Piece.decode, answers) if p is not None), key=lambda p: p.start)
+    contexts = engine.open_group([path], summaries)
+    ctx = contexts[path]
+    pos = line = 0
+    for piece in pieces:
+        if piece.start < pos:
+            continue
+        if pos < piece.start:
+            line = engine.read_range(contexts, path, fmt, pos, piece.start, line)
+            pos = piece.start
+        if _lay(engine, ctx, piece, line, cfg):
+            line += piece.messages
+            ctx.summary.lines += piece.messages
+            pos = piece.stop
+    if pos < size:
+        engine.read_range(contexts, path, fmt, pos, size, line)
+    engine.close_group(contexts)
+    engine.close_segment()
+    return SegmentResult(segment, own, engine.parts, engine.malformed, engine.book_rows)
+
+
+def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditConfig) -> bool:
+    """Lay ``piece`` on the engine's state when its assumptions hold there exactly; False
+    (nothing changed) when they do not."""
+    session = fastlane.session_ready(ctx)
+    watch = ctx.shapes
+    if session is None or watch is None:
+        return False
+    key = session._book_keys.get(piece.symbol)
+    if key is None:
+        return False
+    aud = fastlane.ready(engine, ctx, key)
+    if aud is None or fastlane.RULES[id(aud.rule)] != piece.rule:
+        return False
+    found = piece.found
+    tim = aud.timing
+    if aud.seq is None or aud.seq.last != found["start_prev"]:
+        return False
+    if tim._last_exch != piece.start_exch or list(tim._recent) != piece.start_window:
+        return False
+    if tim.threshold_us != int(cfg.drift_ms * 1000):
+        return False
+    try:
+        obj = orjson.loads(piece.first_line)
+    except orjson.JSONDecodeError:
+        return False
+    sig = fastlane.signature(piece.first_line)
+    if sig is None:
+        return False
+    warm = fastlane.warm_masks(watch, obj, sig)
+    if found["masks"] & ~warm:
+        return False
+    book = aud.book
+    if book.bids.exact or book.asks.exact:
+        return False
+    crossed = fastlane.resolve(
+        book.bids, book.asks, found["bids"], found["asks"], piece.best, piece.messages, aud.crossed, aud.safe
+    )
+    if crossed is None:
+        return False
+    events, crossed_after = crossed
+    # -- the piece holds here: lay it. --
+    locals_ = piece.locals_
+    findings: list[tuple[int, int, str, dict[str, Any]]] = [
+        (t, 0, Fault.TIMESTAMP_DRIFT, dict(detail)) for t, _, detail in found["drifts"]
+    ]
+    findings += [(t, 1, Fault.CROSSED_BOOK, {"best_bid": b, "best_ask": a}) for t, b, a in events]
+    findings.sort(key=lambda f: (f[0], f[1]))
+    for t, _, fault, detail in findings:
+        aud._find(fault, ctx.summary.path, line + 1 + t, locals_[t], **detail)
+    fastlane.lay_overlay(book.bids, found["bids"])
+    fastlane.lay_overlay(book.asks, found["asks"])
+    m = piece.messages
+    res = aud.result
+    res.messages += m
+    res.saw(found["first_us"])
+    res.saw(found["last_us"])
+    aud.deltas_since_snapshot += m
+    top = max(locals_)
+    if aud.last_local_us is None or top > aud.last_local_us:
+        aud.last_local_us = top
+    aud.last_seen_us = aud.applied_us = locals_[-1]
+    aud.recent_us.extend(locals_[-(aud.recent_us.maxlen or m) :])
+    if aud.safe:
+        aud.crossed = crossed_after
+    if aud.open_unsafe is not None:
+        aud.open_unsafe.messages += m
+    aud.seq.last = found["last_id"]
+    tim._last_exch = found["last_exch"]
+    tim._recent.clear()
+    tim._recent.extend(found["window"])
+    tim._ordered[:] = sorted(found["window"])
+    lat = tim.latency
+    for b, n in found["hist"].items():
+        lat.hist[b] = lat.hist.get(b, 0) + n
+    lat.count += found["lat_count"]
+    if found["max_us"] is not None and (lat.max_us is None or found["max_us"] > lat.max_us):
+        lat.max_us = found["max_us"]
+    tim.compared += found["compared"]
+    tim.over_100ms += found["over"]
+    ctx.last_events = (fastlane.StreamOf(key),)
+    return True
