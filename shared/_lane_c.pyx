@@ -490,6 +490,31 @@ cdef class CSide:
             self.pop()
         return NULL
 
+    cdef list top(self, int depth):
+        """The best ``depth`` present levels, best first: (price, price text, quantity text,
+        inherit)."""
+        cdef long long n = self.nheap, v, price
+        cdef long long *h = <long long *>malloc((n + 1) * sizeof(long long))
+        cdef Lvl *e
+        if h == NULL:
+            raise MemoryError()
+        memcpy(h, self.heap, n * sizeof(long long))
+        out = []
+        seen = set()
+        try:
+            while n and len(out) < depth:
+                v = h[0]
+                n = heap_pop(h, n)
+                price = -v if self.bid else v
+                e = self.slot(price)
+                if e.state == PRESENT and price not in seen:
+                    seen.add(price)
+                    out.append((price, e.ptext[:e.plen].decode("ascii"), e.qtext[:e.qlen].decode("ascii"),
+                                e.inherit))
+        finally:
+            free(h)
+        return out
+
     cdef int mark(self, Lvl *e) except -1:
         if e.dirty:
             return 0
@@ -647,6 +672,27 @@ cdef class CSide:
         return 0
 
 
+cdef long long heap_pop(long long *heap, long long n) noexcept:
+    """Pop the least of a heap of ``n`` values; its new size."""
+    cdef long long i = 0, c, v
+    n -= 1
+    if n == 0:
+        return 0
+    v = heap[n]
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and heap[c + 1] < heap[c]:
+            c += 1
+        if v <= heap[c]:
+            break
+        heap[i] = heap[c]
+        i = c
+    heap[i] = v
+    return n
+
+
 cdef int lay_level(object side, Lvl *e, dict pkeys, object price_key, object missing, bint bid) except -1:
     """Bring one price of the Python side to the state of ``e``, as the Python book would be
     after the same levels one by one: a present level keeps the text the side holds for its
@@ -730,6 +776,14 @@ cdef class Lane:
     # Which emptiness of the lists of levels is past its shape warm-up (by Scan.mask).
     cdef bint allowed[4]
     cdef public int used_masks  # bit m: a line of mask m was taken (speculative runs)
+    # The shape watch of the file's venue, the bound shape with its level lists empty or not
+    # (by mask) and their fingerprints: a line of a shape still in its warm-up is checked by
+    # the watch here, as the Python path would.
+    cdef public object watch
+    cdef public list variants
+    cdef public list variant_fps
+    cdef public int warm_up
+    cdef public object format_change
     cdef public int time_format
     cdef public int rule
     cdef long long exch_mult
@@ -762,6 +816,10 @@ cdef class Lane:
     cdef public object locals_  # array('q'): the receive time of every message taken
     cdef public object best  # array('q'): (message, best bid, best ask) where they changed
     cdef long long last_ob, last_oa
+    cdef public list rows  # (message, local, exch, best bids, best asks) where a book was due
+    cdef public list shapes  # (message, mask) of the first messages of each shape
+    cdef int mask_count[4]
+    cdef public long long start_next_emit, next_emit
 
     def __cinit__(self):
         for i in range(HIST_SLOTS):
@@ -777,6 +835,8 @@ cdef class Lane:
         self.synced = -1
         self.speculative = False
         self.used_masks = 0
+        self.watch = None
+        self.warm_up = 100
 
     def load(self):
         """Read the bound stream's Python book; False when it holds a level the lane cannot."""
@@ -840,7 +900,7 @@ cdef class Lane:
         cdef int i
         cdef Field *a
         cdef Field *b
-        if sc.nf != self.nsig or not self.allowed[sc.mask()]:
+        if sc.nf != self.nsig:
             return False
         for i in range(self.nsig):
             a = &sc.f[i]
@@ -919,7 +979,8 @@ cdef class Lane:
         return 1
 
     cdef int read_line(self, const char *start, const char *nl, long long *local, long long *exch,
-                       long long *first_id, long long *last_id, long long *prev_id) except -1:
+                       long long *first_id, long long *last_id, long long *prev_id,
+                       bint levels=True) except -1:
         """Read one line: 1 when it is a line of the bound shape with every level a short plain
         decimal (held in lprice/lzero), else 0.  Changes nothing."""
         cdef const char *sp = <const char *>memchr(start, 32, nl - start)
@@ -941,6 +1002,8 @@ cdef class Lane:
         first_id[0] = sc.f[self.i_first].ival
         last_id[0] = sc.f[self.i_last].ival
         prev_id[0] = sc.f[self.i_prev].ival if self.i_prev >= 0 else 0
+        if not levels:
+            return 1
         for side in range(2):
             li = self.bids_list if side == 0 else self.asks_list
             for k in range(sc.nlev[li]):
@@ -1094,7 +1157,8 @@ cdef class Lane:
         cdef const char *start
         cdef const char *nl
         cdef long long local = 0, exch = 0, first_id, last_id, prev_id
-        cdef long long taken = 0, seq_last
+        cdef long long taken = 0, seq_last, last_taken = 0
+        cdef int mask
         cdef Clock c
         cdef Lvl *eb
         cdef Lvl *ea
@@ -1128,6 +1192,8 @@ cdef class Lane:
         cdef long long open_msgs = 0
         cdef long long seen_ring[SEEN_MAX]
         cdef CSide cbids = self.cbids, casks = self.casks
+        sink = aud.sink
+        cdef long long next_emit = aud.next_emit_us
 
         while pos < size:
             start = buf + pos
@@ -1138,7 +1204,14 @@ cdef class Lane:
                 break
             if not self.follows(first_id, prev_id, seq_last):
                 break
+            mask = self.sc.mask()
+            if not self.allowed[mask] and (self.watch is None or self.variants[mask] is None):
+                break
             # -- from here on the line is the lane's: applied as BookAuditor would. --
+            change = None
+            if not self.allowed[mask]:
+                change = self.watch.check(self.variants[mask])
+                self.allowed[mask] = self.watch.fingerprints.get(self.variant_fps[mask], 0) > self.warm_up
             self.apply_levels(0)
             deltas += 1
             messages += 1
@@ -1166,9 +1239,17 @@ cdef class Lane:
             if not has_local or local > last_local:
                 last_local = local
                 has_local = True
+            if sink is not None and local >= next_emit:
+                # The rebuilt book is due: the Python book is brought to this message first.
+                self.flush()
+                aud.emit_row(local, exch)
+                next_emit = aud.next_emit_us
             if open_unsafe is not None:
                 open_msgs += 1
+            if change is not None:  # after the message's own findings, as the Python path
+                aud.format_change(self.path, n + 1, local, change)
             seq_last = last_id
+            last_taken = local
             n += 1
             taken += 1
             pos = nl - buf + 1
@@ -1182,8 +1263,8 @@ cdef class Lane:
             res.last_us = last_us
             aud.deltas_since_snapshot = deltas
             aud.last_local_us = last_local
-            aud.last_seen_us = local
-            aud.applied_us = local
+            aud.last_seen_us = last_taken
+            aud.applied_us = last_taken
             aud.crossed = crossed
             aud.recent_us.extend([seen_ring[i % SEEN_MAX] for i in range(max(0, taken - SEEN_MAX), taken)])
             if open_unsafe is not None:
@@ -1202,12 +1283,13 @@ cdef class Lane:
         cdef long long local = 0, exch = 0, first_id, last_id, prev_id
         if n == 0 or p[n - 1] != 10:
             return None
-        if not self.read_line(p, p + n - 1, &local, &exch, &first_id, &last_id, &prev_id):
+        if not self.read_line(p, p + n - 1, &local, &exch, &first_id, &last_id, &prev_id, False):
             return None
         return local, exch
 
     def speculate(self, bytes block, Py_ssize_t pos, Py_ssize_t end, list window, object last_exch,
-                  long long threshold_us):
+                  long long threshold_us, long long interval_us=0, int depth=0, long long next_emit=0,
+                  int warm_up=100):
         """Take the lines of ``block`` from ``pos`` that start before ``end``, from the clock
         window and last exchange time given (read from the lines before), on a book not known
         here; stop at the first line the lane cannot take.  Returns where it stopped."""
@@ -1219,7 +1301,7 @@ cdef class Lane:
         cdef Lvl *eb
         cdef Lvl *ea
         cdef Clock *c = &self.sclock
-        cdef int i
+        cdef int i, mask
         from array import array
         self.speculative = True
         self.hist_dict = {}
@@ -1244,6 +1326,11 @@ cdef class Lane:
         c.threshold = threshold_us
         self.last_ob = self.last_oa = NONE - 1  # differs from any recorded pair
         self.has_seq = False
+        self.rows = []
+        self.shapes = []
+        for i in range(4):
+            self.mask_count[i] = 0
+        self.start_next_emit = next_emit
         locals_append = self.locals_.append
         best_extend = self.best.extend
         cdef CSide cbids = self.cbids, casks = self.casks
@@ -1261,7 +1348,12 @@ cdef class Lane:
             if not self.follows(first_id, prev_id, self.seq_last):
                 break
             t = self.messages
-            self.used_masks |= 1 << self.sc.mask()
+            mask = self.sc.mask()
+            self.used_masks |= 1 << mask
+            if self.mask_count[mask] <= warm_up:
+                # Until its shape is past the warm-up, a message counts in the shape watch.
+                self.mask_count[mask] += 1
+                self.shapes.append((t, mask))
             self.apply_levels(t)
             locals_append(local)
             drift = self.clock(c, local, exch)
@@ -1275,6 +1367,11 @@ cdef class Lane:
                 best_extend((t, ob, oa))
                 self.last_ob = ob
                 self.last_oa = oa
+            if interval_us > 0 and local >= next_emit:
+                # A rebuilt book is due here: the best levels this run knows, to be merged with
+                # the book's own by the assembly.
+                next_emit = (floordiv(local, interval_us) + 1) * interval_us
+                self.rows.append((t, local, exch, cbids.top(depth), casks.top(depth)))
             if self.first_us is None or local < self.first_us:
                 self.first_us = local
             if self.last_us is None or local > self.last_us:
@@ -1283,6 +1380,7 @@ cdef class Lane:
             self.messages += 1
             pos = nl - buf + 1
         self.flush_hists()
+        self.next_emit = next_emit
         return pos
 
     def speculation(self):
@@ -1303,6 +1401,10 @@ cdef class Lane:
             "last_us": self.last_us,
             "drifts": self.drifts,
             "masks": self.used_masks,
+            "shapes": self.shapes,
+            "rows": self.rows,
+            "start_next_emit": self.start_next_emit,
+            "next_emit": self.next_emit,
             "bids": self.cbids.overlay(),
             "asks": self.casks.overlay(),
         }
@@ -1457,4 +1559,16 @@ def scaled(str text):
     cdef bytes b = text.encode("ascii")
     if not scaled_price(b, len(b), &out):
         return None
+    return out
+
+
+def firsts(bytes packed):
+    """{scaled price: the message that first touched it} of a packed overlay."""
+    cdef const char *p = PyBytes_AS_STRING(packed)
+    cdef long long n = PyBytes_GET_SIZE(packed) // sizeof(Lvl), i
+    cdef const Lvl *e
+    out = {}
+    for i in range(n):
+        e = <const Lvl *>(p + i * sizeof(Lvl))
+        out[e.price] = e.first
     return out

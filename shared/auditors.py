@@ -710,17 +710,22 @@ class BookAuditor(_Auditor):
         if local is not None:
             if self.last_local_us is None or local > self.last_local_us:
                 self.last_local_us = local
-            sink = self.sink
-            if sink is not None and local >= self.next_emit_us and not self.quiet:
-                interval = self.cfg.book_interval_us
-                self.next_emit_us = (local // interval + 1) * interval
-                if self.in_sync:
-                    sink(self.key, local, m.exch_us, book)
-                else:
-                    self._note("book_rows_withheld_unsafe")
+            if self.sink is not None and local >= self.next_emit_us and not self.quiet:
+                self.emit_row(local, m.exch_us)
         on_applied = self.on_applied
         if on_applied is not None:
             on_applied(m, book, self.in_sync)
+
+    def emit_row(self, local: int, exch_us: int | None) -> None:
+        """The rebuilt book is due (``book_interval_us`` of receive time passed): a row to the
+        sink, or a note that it was withheld while the book could not be trusted."""
+        assert self.sink is not None
+        interval = self.cfg.book_interval_us
+        self.next_emit_us = (local // interval + 1) * interval
+        if self.in_sync:
+            self.sink(self.key, local, exch_us, self.book)
+        else:
+            self._note("book_rows_withheld_unsafe")
 
 
 class TradeAuditor(_Auditor):

@@ -34,11 +34,13 @@ from shared.engine import Engine, SegmentResult, _FileContext
 from shared.formats.lines import GZIP_MAGIC, line_start, span_blocks
 from shared.model import Fault
 from shared.planning import Plan
+from shared.snapshots import BookRows
 
 CHUNK_ENV = "RETAPE_CHUNK_MB"
 DEFAULT_CHUNK_MB = 32.0
 HEAD_BYTES = 4 << 20  # read by the assembly itself: the snapshot, the bridge, the warm-up
-TAIL_BYTES = 256 << 10  # read back before a chunk for its clock window
+TAIL_BYTES = 256 << 10  # read back before a chunk for its clock window (and more if need be)
+MAX_TAIL_BYTES = 64 << 20
 WINDOW = 33  # shared.checks.timing.WINDOW
 
 
@@ -62,13 +64,13 @@ def _plain(path: str) -> bool:
 
 def chunks_for(job: Plan, segment: int, cfg: AuditConfig) -> list[dict[str, Any]]:
     """The chunks of segment ``segment`` to audit apart, or none: only a segment of one plain
-    capture, larger than two chunks, in a format the fast lane reads, with the lane built,
-    no replay and no rebuilt-book rows."""
+    capture, larger than two chunks, in a format the fast lane reads, with the lane built and
+    no replay."""
     size_of_chunk = chunk_bytes()
     groups = job.segments[segment]
     if not size_of_chunk or not fastlane.available() or len(groups) != 1 or len(groups[0]) != 1:
         return []
-    if cfg.replay_sources or cfg.book_interval_us > 0:
+    if cfg.replay_sources:
         return []
     path = groups[0][0]
     fmt = job.formats.get(path)
@@ -93,6 +95,8 @@ def chunks_for(job: Plan, segment: int, cfg: AuditConfig) -> list[dict[str, Any]
                 "size": size,
                 "mtime_ns": st.st_mtime_ns,
                 "drift_ms": cfg.drift_ms,
+                "book_interval_us": cfg.book_interval_us,
+                "book_depth": cfg.book_depth,
             }
         }
         for i in range(len(cuts) - 1)
@@ -156,6 +160,7 @@ class Piece:
         found = head["found"]
         found["hist"] = {int(b): int(c) for b, c in found["hist"]}
         found["drifts"] = [tuple(d) for d in found["drifts"]]
+        found["shapes"] = [tuple(d) for d in found["shapes"]]
         found["bids"], found["asks"] = parts[3], parts[4]
         locals_, best = array("q"), array("q")
         locals_.frombytes(parts[1])
@@ -189,20 +194,38 @@ def run_chunk(args: dict[str, Any]) -> bytes:
         if start >= args["end"]:
             return b""
         text = b"".join(span_blocks(path, start, args["end"]))
+        lane = fastlane.speculative_lane(fmt)
+        first = text[: text.find(b"\n") + 1 or len(text)]
+        bound = fastlane.bind_speculative(lane, first)
+        if bound is None:
+            return b""
+        symbol, rule = bound
+        # The lines before the chunk, as far back as the clock window reaches.
+        reach = TAIL_BYTES
         with open(path, "rb") as fh:
-            back = max(0, start - TAIL_BYTES)
-            fh.seek(back)
-            tail = fh.read(start - back)
+            while True:
+                back = max(0, start - reach)
+                fh.seek(back)
+                window, last_exch, last_local = _clock_before(lane, fh.read(start - back), back > 0)
+                if len(window) == WINDOW or back == 0 or reach >= MAX_TAIL_BYTES:
+                    break
+                reach *= 4
     except (OSError, ValueError):
         return b""
-    lane = fastlane.speculative_lane(fmt)
-    first = text[: text.find(b"\n") + 1 or len(text)]
-    bound = fastlane.bind_speculative(lane, first)
-    if bound is None:
-        return b""
-    symbol, rule = bound
-    window, last_exch = _clock_before(lane, tail, back > 0)
-    stop = lane.speculate(text, 0, len(text), window, last_exch, int(args["drift_ms"] * 1000))
+    interval = int(args.get("book_interval_us", 0))
+    # Where the rebuilt book is next due, when the messages before came one after the other.
+    next_emit = (last_local // interval + 1) * interval if interval > 0 and last_local is not None else 0
+    stop = lane.speculate(
+        text,
+        0,
+        len(text),
+        window,
+        last_exch,
+        int(args["drift_ms"] * 1000),
+        interval,
+        int(args.get("book_depth", 25)),
+        next_emit,
+    )
     found = lane.speculation()
     if not found["messages"]:
         return b""
@@ -221,26 +244,26 @@ def run_chunk(args: dict[str, Any]) -> bytes:
     return piece.encode()
 
 
-def _clock_before(lane: Any, tail: bytes, cut: bool) -> tuple[list[int], int | None]:
-    """The clock window (the offsets of the last messages, oldest first) and the last
-    exchange time the lines of ``tail`` leave, as far as they show them."""
+def _clock_before(lane: Any, tail: bytes, cut: bool) -> tuple[list[int], int | None, int | None]:
+    """The clock window (the offsets of the last messages, oldest first), the last exchange
+    time and the last receive time the lines of ``tail`` leave, as far as they show them."""
     lines = tail.split(b"\n")
     if cut:
         lines = lines[1:]  # the first may be a line's end
     offsets: list[int] = []
-    last_exch = None
+    last_exch = last_local = None
     for line in reversed(lines):
         got = lane.probe(line + b"\n") if line else None
         if got is None:
             continue
         local, exch = got
         if last_exch is None:
-            last_exch = exch
+            last_exch, last_local = exch, local
         offsets.append(local - exch)
         if len(offsets) == WINDOW:
             break
     offsets.reverse()
-    return offsets, last_exch
+    return offsets, last_exch, last_local
 
 
 # -- the assembly --------------------------------------------------------------------------
@@ -309,11 +332,22 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
     sig = fastlane.signature(piece.first_line)
     if sig is None:
         return False
-    warm = fastlane.warm_masks(watch, obj, sig)
-    if found["masks"] & ~warm:
+    shapes = fastlane.watch_after(watch, obj, sig, found["shapes"])
+    if shapes is None:
         return False
     book = aud.book
     if book.bids.exact or book.asks.exact:
+        return False
+    rows = found["rows"]
+    sink = aud.sink
+    if sink is not None and (not isinstance(sink, BookRows) or aud.next_emit_us != found["start_next_emit"]):
+        return False
+    if sink is None and rows:
+        return False
+    row_values = (
+        _rows(book, found, rows, sink.depth) if isinstance(sink, BookRows) and rows and aud.in_sync else []
+    )
+    if row_values is None:
         return False
     crossed = fastlane.resolve(
         book.bids, book.asks, found["bids"], found["asks"], piece.best, piece.messages, aud.crossed, aud.safe
@@ -322,6 +356,7 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
         return False
     events, crossed_after = crossed
     # -- the piece holds here: lay it. --
+    watch.variants, watch.fingerprints = shapes.variants, shapes.fingerprints
     locals_ = piece.locals_
     findings: list[tuple[int, int, str, dict[str, Any]]] = [
         (t, 0, Fault.TIMESTAMP_DRIFT, dict(detail)) for t, _, detail in found["drifts"]
@@ -330,6 +365,16 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
     findings.sort(key=lambda f: (f[0], f[1]))
     for t, _, fault, detail in findings:
         aud._find(fault, ctx.summary.path, line + 1 + t, locals_[t], **detail)
+    if rows:
+        assert isinstance(sink, BookRows)
+        if aud.in_sync:
+            for _, local, exch, bids, asks in row_values:
+                sink.add(key, local, exch, bids, asks)
+        else:
+            for _ in rows:
+                aud._note("book_rows_withheld_unsafe")
+    if sink is not None:
+        aud.next_emit_us = found["next_emit"]
     fastlane.lay_overlay(book.bids, found["bids"])
     fastlane.lay_overlay(book.asks, found["asks"])
     m = piece.messages
@@ -362,3 +407,37 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
     tim.over_100ms += found["over"]
     ctx.last_events = (fastlane.StreamOf(key),)
     return True
+
+
+def _rows(book: Any, found: dict[str, Any], rows: list[Any], depth: int) -> list[Any] | None:
+    """The rebuilt-book rows due inside a chunk: at each, the best levels of the book under
+    the overlay that the chunk had not touched by then, merged with the best the chunk knew."""
+    sides = []
+    for side, packed in ((book.bids, found["bids"]), (book.asks, found["asks"])):
+        levels = fastlane.scaled_book(side)
+        if levels is None:
+            return None
+        first = fastlane.firsts(packed)
+        never = 1 << 62  # untouched all through the chunk
+        # The book's levels, best first, with the message that first touched each (a touched
+        # level is the chunk's from then on: it leaves this list for good).
+        untouched = [(k, p, q, first.get(k, never)) for k, p, q in levels]
+        sides.append((untouched, {k: p for k, p, _ in levels}, side.bid))
+    out = []
+    for t, local, exch, *tops in rows:
+        row = []
+        for n, ((untouched, texts, bid), top) in enumerate(zip(sides, tops, strict=True)):
+            # A level the chunk wrote keeps the book's text for its price (written another way).
+            known = [(k, texts[k] if inherit and k in texts else p, q) for k, p, q, inherit in top]
+            kept: list[tuple[int, str, str]] = []
+            i = 0
+            while i < len(untouched) and len(kept) < depth:
+                if untouched[i][3] > t:
+                    kept.append(untouched[i][:3])
+                i += 1
+            untouched = [u for u in untouched[:i] if u[3] > t] + untouched[i:]
+            sides[n] = (untouched, texts, bid)
+            merged = sorted(known + kept, reverse=bid)[:depth]
+            row.append([(p, q) for _, p, q in merged])
+        out.append((t, local, exch, row[0], row[1]))
+    return out

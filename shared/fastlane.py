@@ -16,6 +16,7 @@ and ``tardis-raw`` captures.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -57,8 +58,7 @@ def available() -> bool:
 
 
 def usable(engine: Engine, fmt: str | None) -> bool:
-    """The engine reads whole files for a plain audit: no observer, no cut-off time, no
-    rebuilt-book rows (those need every message on the Python path)."""
+    """The engine reads whole files for a plain audit: no observer, no cut-off time."""
     return (
         _C is not None
         and fmt in FORMATS
@@ -67,7 +67,6 @@ def usable(engine: Engine, fmt: str | None) -> bool:
         and engine.on_applied is None
         and engine.until_us is None
         and engine.head is None
-        and engine.book_sink is None
     )
 
 
@@ -159,14 +158,18 @@ def session_ready(ctx: _FileContext) -> BinanceSession | None:
     return session
 
 
-def warm_masks(watch: ShapeWatch, obj: Any, sig: Signature) -> int:
-    """Which emptiness of the level lists (bit m: mask m) of ``obj``'s shape is past its
-    warm-up in ``watch``: a line of such a shape changes nothing in the watch."""
-    warm = 0
-    for mask, variant in _list_variants(obj, sig):
-        if watch.fingerprints.get(fingerprint(variant), 0) > WARM_UP:
-            warm |= 1 << mask
-    return warm
+def watch_after(
+    watch: ShapeWatch, obj: Any, sig: Signature, seen: list[tuple[int, int]]
+) -> ShapeWatch | None:
+    """A copy of ``watch`` after the messages ``seen`` ((message, mask): ``obj``'s shape with
+    its level lists empty or not by ``mask``, in order); None where one of them would be a
+    format change (a finding the lane does not make)."""
+    after = copy.deepcopy(watch)
+    variants = dict(_list_variants(obj, sig))
+    for _, mask in seen:
+        if after.check(variants[mask]) is not None:
+            return None
+    return after
 
 
 def _list_variants(obj: Any, sig: Signature) -> Iterator[tuple[int, Any]]:
@@ -201,7 +204,6 @@ def ready(engine: Engine, ctx: _FileContext, key: StreamKey) -> BookAuditor | No
         aud.state != LIVE
         or aud.at_seam
         or aud.quiet
-        or aud.sink is not None
         or aud.on_applied is not None
         or aud.cause is not None
         or aud.rules.checksum is not None
@@ -334,8 +336,6 @@ class LaneReader:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(obj, dict) or watch.fingerprints.get(fingerprint(obj), 0) <= WARM_UP:
-            return None
         got = roles_of(obj, sig)
         if got is None:
             return None
@@ -355,10 +355,15 @@ class LaneReader:
         if not lane.bind(raw, roles, 1000):
             return None
         lane.loaded = False  # its book is read from the Python one when it next runs
-        # The other emptiness of the level lists are other shapes: each its own warm-up.
-        warm = warm_masks(watch, obj, sig)
-        for mask in range(4):
-            lane.allow(mask, bool(warm >> mask & 1))
+        # The emptiness of the level lists makes other shapes: each its own warm-up, which
+        # the lane goes through with the watch.
+        variants = dict(_list_variants(obj, sig))
+        lane.watch = watch
+        lane.warm_up = WARM_UP
+        lane.variants = [variants.get(mask) for mask in range(4)]
+        lane.variant_fps = [None if v is None else fingerprint(v) for v in lane.variants]
+        for mask, fp in enumerate(lane.variant_fps):
+            lane.allow(mask, fp is not None and watch.fingerprints.get(fp, 0) > WARM_UP)
         lane.rule = rule
         lane.auditor = aud
         return _Binding(key, aud, sig, roles["symbol_value"])
@@ -419,3 +424,24 @@ def lay_overlay(side: Any, entries: bytes) -> None:
     """Lay a speculative run's overlay on a Python side, as its levels one by one would."""
     assert _C is not None
     _C.lay_overlay(side, entries, _PRICE_KEY, price_key, _MISSING)
+
+
+def firsts(packed: bytes) -> dict[int, int]:
+    assert _C is not None
+    out: dict[int, int] = _C.firsts(packed)
+    return out
+
+
+def scaled_book(side: Any) -> list[tuple[int, str, str]] | None:
+    """The levels of a Python side as (scaled price, price text, quantity text), best first;
+    None when one is not a text the lane reads."""
+    assert _C is not None
+    scaled = _C.scaled
+    out = []
+    for p, q in side.levels.items():
+        k = scaled(p) if type(p) is str else None
+        if k is None or type(q) is not str:
+            return None
+        out.append((k, p, q))
+    out.sort(reverse=side.bid)
+    return out

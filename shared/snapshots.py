@@ -33,8 +33,13 @@ class BookRows:
 
     def __call__(self, key: StreamKey, local_us: int, exch_us: int | None, book: Book) -> None:
         depth = self.depth
-        asks = book.asks.top(depth)
-        bids = book.bids.top(depth)
+        self.add(key, local_us, exch_us, book.bids.top(depth), book.asks.top(depth))
+
+    def add(
+        self, key: StreamKey, local_us: int, exch_us: int | None, bids: list[Any], asks: list[Any]
+    ) -> None:
+        """One row from the best levels of each side (price, quantity), best first."""
+        depth = self.depth
         # As Tardis does: the exchange's time, or the receive time where the venue sends none.
         row: Row = [key.exchange, key.symbol, str(local_us if exch_us is None else exch_us), str(local_us)]
         for i in range(depth):

@@ -1,0 +1,177 @@
+"""One recording across many workers: a plain capture cut into chunks, each audited on its
+own (speculatively) and laid on the state where its assumptions hold, gives the same bytes as
+one process reading the whole file, however it is cut.
+
+The captures are the real Binance USD-M depth diffs of tests/data (cut into small messages
+with their own id chain, as ``make bench`` builds them), as USD-M (``pu`` chain) and as spot
+(``U == u + 1`` chain), in hftbacktest (epoch) and Tardis raw (ISO time) lines, with faults
+put where chunk edges fall: a crossed book, clock drift, a duplicate, a gap, an invalid
+value, another kind of message, a blank line, a CRLF line end, a REST snapshot in the
+middle, a price written another way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pipeline_helpers import env, outputs, retape
+
+from bench.run import build_small_messages
+from shared import audit_job, chunking, compiled
+from shared.auditors import AuditConfig
+
+pytestmark = pytest.mark.skipif(
+    not compiled.built()["shared._lane_c"] and not os.environ.get("CI"),
+    reason="the fast lane is not built here (make setup); under CI this fails instead",
+)
+
+
+def _iso(ns: int) -> bytes:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode() + b".%07dZ" % (rest // 100)
+
+
+def _capture(folder: Path, messages: int, spot: bool, iso: bool, faults: bool) -> Path:
+    """The small-message stream, reshaped and with faults where chunk edges fall."""
+    plain = folder / "source.txt"
+    build_small_messages(plain, messages)
+    lines = plain.read_bytes().split(b"\n")[:-1]
+    plain.unlink()
+    snapshot, diffs = lines[0], lines[1:]
+    # Ids moved so that the first diff chains on the REST snapshot: the stream is live from it.
+    last_id = orjson.loads(snapshot.partition(b" ")[2])["lastUpdateId"]
+    shift = last_id - orjson.loads(diffs[0].partition(b" ")[2])["data"]["pu"]
+    out: list[bytes] = []
+    for i, line in enumerate(diffs):
+        ts, _, raw = line.partition(b" ")
+        obj = orjson.loads(raw)
+        d = obj["data"]
+        d["U"] += shift
+        d["u"] += shift
+        d["pu"] += shift
+        if spot:
+            d = {k: v for k, v in d.items() if k not in ("T", "pu")}
+            obj = {"stream": "btcusdt@depth@100ms", "data": d}
+        local = int(ts)
+        if faults:
+            if i == 3001:
+                local += 5_000_000_000  # one message five seconds late: drift
+            if i == 4000 and d["b"]:
+                d["b"][0] = [d["b"][0][0] + "0", d["b"][0][1]]  # the same price written another way
+            if i == 5200:
+                d["b"].append(["99999.90", "1.000"])  # a bid above every ask: crossed
+            if i == 5260:
+                d["b"].append(["99999.90", "0.000"])  # and gone again
+            if i == 7000 and d["a"]:
+                d["a"][0] = [d["a"][0][0], "-1"]  # an invalid quantity
+        text = orjson.dumps(obj)
+        stamp = _iso(local) if iso else b"%d" % local
+        out.append(stamp + b" " + text)
+        if faults and i == 6000:
+            out.append(stamp + b" " + text)  # the same message twice: a duplicate
+        if faults and i == 6500:
+            ticker = {"stream": "btcusdt@bookTicker", "data": {"e": "bookTicker", "u": 1, "s": "BTCUSDT"}}
+            out.append(stamp + b" " + orjson.dumps(ticker))
+        if faults and i == 8000:
+            out.append(b"")  # a blank line (a disconnect in Tardis raw files)
+        if faults and i == 8500:
+            out[-1] += b"\r"
+        if faults and i == 9000:
+            snap_ts, _, snap = snapshot.partition(b" ")
+            out.append((_iso(local) if iso else b"%d" % local) + b" " + snap)
+    if faults:
+        del out[-400]  # a message lost near the end: a gap
+    path = folder / ("btcusdt_20240808.txt" if not iso else "binance-futures_depth_2024-08-08.txt")
+    snap_ts, _, snap = snapshot.partition(b" ")
+    head = (_iso(int(snap_ts)) if iso else snap_ts) + b" " + snap
+    path.write_bytes(head + b"\n" + b"\n".join(out) + b"\n")
+    return path
+
+
+def _audit(
+    path: Path, out: Path, chunk_mb: float, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, bytes], int]:
+    """Outputs of the audit job run stage by stage in this process, and how many chunks were
+    laid on the state (not read again on the Python path)."""
+    monkeypatch.setenv(chunking.CHUNK_ENV, str(chunk_mb))
+    laid = []
+    lay = chunking._lay
+
+    def counting(*args: Any) -> bool:
+        ok = lay(*args)
+        laid.append(ok)
+        return ok
+
+    monkeypatch.setattr(chunking, "_lay", counting)
+    audit_job.run_in_process([str(path)], AuditConfig(), str(out))
+    return outputs(out), sum(laid)
+
+
+@pytest.fixture(scope="module", params=["usdm-epoch", "spot-epoch", "usdm-tardis", "spot-tardis"])
+def capture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spot = request.param.startswith("spot")
+    iso = request.param.endswith("tardis")
+    return _capture(tmp_path_factory.mktemp(request.param), 12_000, spot, iso, faults=True)
+
+
+def test_chunked_audits_give_the_bytes_of_one_process(
+    capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole, none_laid = _audit(capture, tmp_path / "whole", 0, monkeypatch)
+    assert none_laid == 0
+    report = orjson.loads(whole["report.json"])
+    (book,) = [s for s in report["streams"] if s["channel"] == "book"]
+    faults = book["faults"]
+    # The faults put in are found (the test means something): the edges fall among them.
+    for kind in ("crossed_book", "timestamp_drift", "duplicate", "gap", "invalid_value"):
+        assert faults[kind] >= 1, (kind, faults)
+    for mb in (0.09, 0.23, 0.61):
+        cut, laid = _audit(capture, tmp_path / f"cut{mb}", mb, monkeypatch)
+        assert laid >= 2, f"no chunk was laid at {mb} MB"
+        assert cut.keys() == whole.keys()
+        for name in whole:
+            assert cut[name] == whole[name], (mb, name)
+
+
+def test_a_clean_recording_is_laid_chunk_after_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _capture(tmp_path, 12_000, spot=False, iso=False, faults=False)
+    whole, _ = _audit(path, tmp_path / "whole", 0, monkeypatch)
+    monkeypatch.setenv(chunking.CHUNK_ENV, "0.2")
+    size = path.stat().st_size
+    expected = len(chunking.chunks_for(*_plan_of(path), AuditConfig()))
+    assert expected >= size // (1 << 20) * 4
+    cut, laid = _audit(path, tmp_path / "cut", 0.2, monkeypatch)
+    # Every chunk held but maybe the first: its shapes may still be in their warm-up (the
+    # Python path counts the first 100 messages of each shape), so it is read again.
+    assert laid >= expected - 1
+    assert cut == whole
+
+
+def _plan_of(path: Path) -> tuple[Any, int]:
+    from shared.planning import plan
+
+    return plan([str(path)]), 0
+
+
+def test_two_worker_processes_on_one_recording(capture: Path, tmp_path: Path) -> None:
+    """The embedded broker with two real worker processes, chunks on both."""
+    out = tmp_path / "out"
+    got = retape(
+        "audit",
+        str(capture),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--workers",
+        "2",
+        environ=env(**{chunking.CHUNK_ENV: "0.15"}),
+    )
+    assert got.returncode == 0, got.stderr
+    single = retape("audit", str(capture), "--out", str(tmp_path / "single"), "--in-process", "--quiet")
+    assert single.returncode == 0, single.stderr
+    assert outputs(out) == outputs(tmp_path / "single")
