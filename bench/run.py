@@ -265,7 +265,7 @@ def repeat_lines(src: Path, dest: Path, times: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=4, help="how many times the capture is continued")
-    parser.add_argument("--repeat", type=int, default=5, help="runs of each side, interleaved (the median is kept)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each side, interleaved (median)")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
