@@ -65,6 +65,7 @@ from producers.cli import build_parser
 from producers.feeder import BLOCK_SIZE, WINDOW_BLOCKS
 from producers.local import EmbeddedBroker, LocalWorkers
 from producers.run import Submitter, Waiting, connect
+from shared import chunking
 from shared.audit_job import plan_audit
 from shared.auditors import AuditConfig
 from shared.engine import Engine
@@ -563,6 +564,67 @@ def print_summary(plain: Ratios, packed: Ratios, memory_ok: bool) -> None:
     )
 
 
+# -- one recording across workers ---------------------------------------------------------
+
+ONE_RECORDING_TARGET = 1.7
+
+
+def one_recording(server: RedisServer, work: Path, size_mb: float, repeat: int) -> bool:
+    """One plain recording of about ``size_mb`` MB (one stream: one segment, cut into chunks
+    for the workers): one process, then the pipeline with 1, 2 and 4 workers, interleaved;
+    medians, the ratios, and whether every output is byte-identical.  Returns the verdict
+    of 2 workers over 1 against its target."""
+    folder = work / "one-recording"
+    folder.mkdir()
+    path = folder / "btcusdt_20240808.txt"
+    messages, levels, _ = build_capture(copies_for(size_mb, work), path)
+    inputs = Inputs("one recording", folder, (path,), path.stat().st_size, messages, levels)
+    print(
+        f"\none recording: {path} ({inputs.size / MB:.0f} MB plain, {messages:,} depth messages, "
+        f"{levels:,} level updates; chunks of {chunking.chunk_bytes() / MB:.0f} MB)",
+        flush=True,
+    )
+    times: dict[str, list[float]] = {}
+    differing: set[str] = set()
+    reference: Path | None = None
+    names = [(ONE, 0), (W1, 1), (W2, 2), ("pipeline, 4 workers", 4)]
+    for r in range(repeat):
+        for name, workers in names:
+            out = work / f"one-{workers}w-{r}"
+            run = one_process(inputs, out) if workers == 0 else pipeline(server, inputs, workers, out)
+            times.setdefault(name, []).append(run.seconds)
+            if reference is None:
+                reference = out
+            else:
+                differing.update(f"{name}: {d}" for d in differences(reference, out))
+                shutil.rmtree(out)
+        print(f"  round {r + 1}/{repeat}: done", flush=True)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(f"  medians of {repeat} interleaved runs:{'seconds':>14}  M updates/s   runs (s)")
+    for name, _ in names:
+        runs = times[name]
+        print(
+            f"    {name:<34}{median[name]:7.2f}  {levels / median[name] / 1e6:11.2f}   "
+            f"{', '.join(f'{t:.2f}' for t in runs)}"
+        )
+    two = median[W1] / median[W2]
+    four = median[W1] / median["pipeline, 4 workers"]
+    overhead = median[W1] / median[ONE] - 1
+    print(
+        f"  2 workers over 1: {two:.2f}x (target >= {ONE_RECORDING_TARGET}): "
+        f"{verdict(two >= ONE_RECORDING_TARGET)}; 4 workers over 1: {four:.2f}x ({os.cpu_count()} CPUs here)"
+    )
+    print(
+        f"  pipeline overhead, 1 worker over one process: {overhead * 100:+.1f} % "
+        f"(target <= {OVERHEAD_TARGET * 100:.0f} %): {verdict(overhead <= OVERHEAD_TARGET)}"
+    )
+    assert reference is not None
+    same = "yes, every run" if not differing else f"NO ({'; '.join(sorted(differing))})"
+    print(f"  outputs byte-identical to the one-process output: {same} ({describe_outputs(reference)})")
+    shutil.rmtree(reference)
+    return two >= ONE_RECORDING_TARGET and not differing
+
+
 # -- main --------------------------------------------------------------------------------
 
 
@@ -572,6 +634,12 @@ def main() -> None:
     )
     parser.add_argument("--size-mb", type=float, default=88, help="MB of plain text per capture (default 88)")
     parser.add_argument("--repeat", type=int, default=5, help="rounds of runs, interleaved; the best is kept")
+    parser.add_argument(
+        "--one-recording-mb",
+        type=float,
+        default=354,
+        help="MB of the one plain recording run with 1, 2 and 4 workers (0: skip; default 354)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="retape-bench-pipeline-"))
@@ -583,6 +651,8 @@ def main() -> None:
         with RedisServer(work) as server:
             print(f"broker: a redis-server of its own on {server.url}, no persistence", flush=True)
             results, reference = measure(server, [plain, packed], args.repeat, work)
+            if args.one_recording_mb > 0:
+                one_recording(server, work, args.one_recording_mb, args.repeat)
         plain_ratios = print_matrix(results, plain, reference["plain"])
         gzip_ratios = print_matrix(results, packed, reference["gzip"])
         startups = broker_startups(work)

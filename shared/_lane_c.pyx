@@ -1423,83 +1423,114 @@ cdef int flush_hist(dict hist, HistSlot *hs) except -1:
     return 0
 
 
-cdef long long base_levels(object side, long long **prices, list texts) except -2:
-    """The present levels of a Python side, scaled, into a new array (``texts`` gets their
-    texts in the same order); -1 where one is not a text the lane reads."""
-    cdef dict d = side.levels
-    cdef long long n = len(d), i = 0, price
-    cdef bytes b
-    prices[0] = <long long *>malloc((n + 1) * sizeof(long long))
-    if prices[0] == NULL:
-        raise MemoryError()
-    for p in d:
-        if type(p) is not str or not (<str>p).isascii():
-            return -1
-        b = (<str>p).encode("ascii")
-        if not scaled_price(b, len(b), &price):
-            return -1
-        prices[0][i] = price
-        texts.append(p)
-        i += 1
-    return n
-
-
-cdef void sort_prices(long long *a, long long n, bint descending) noexcept:
-    qsort(a, n, sizeof(long long), cmp_desc if descending else cmp_asc)
+cdef struct PriceAt:
+    long long price
+    long long index  # into Base.texts
 
 
 cdef int cmp_asc(const void *x, const void *y) noexcept nogil:
-    cdef long long a = (<long long *>x)[0], b = (<long long *>y)[0]
+    cdef long long a = (<PriceAt *>x).price, b = (<PriceAt *>y).price
     return (a > b) - (a < b)
 
 
 cdef int cmp_desc(const void *x, const void *y) noexcept nogil:
-    cdef long long a = (<long long *>x)[0], b = (<long long *>y)[0]
+    cdef long long a = (<PriceAt *>x).price, b = (<PriceAt *>y).price
     return (a < b) - (a > b)
 
 
-def resolve(object bids, object asks, bytes ov_bids, bytes ov_asks, object best,
+cdef class Base:
+    """One side of the book a chunk's overlay lies on, as the assembly finds it: its levels
+    by scaled price, best first, with their texts."""
+
+    cdef PriceAt *levels
+    cdef long long n
+    cdef public list texts  # (price text, quantity text) by PriceAt.index
+    cdef public dict by_price  # scaled price -> price text
+    cdef public bint ok  # every level a text the lane reads
+    cdef bint bid
+
+    def __cinit__(self, object side):
+        cdef dict d = side.levels
+        cdef long long i = 0, price
+        cdef bytes b
+        self.bid = side.bid
+        self.n = len(d)
+        self.texts = []
+        self.by_price = {}
+        self.ok = False
+        self.levels = <PriceAt *>malloc((self.n + 1) * sizeof(PriceAt))
+        if self.levels == NULL:
+            raise MemoryError()
+        if side.exact:
+            return
+        for p, q in d.items():
+            if type(p) is not str or type(q) is not str or not (<str>p).isascii():
+                return
+            b = (<str>p).encode("ascii")
+            if not scaled_price(b, len(b), &price):
+                return
+            self.levels[i].price = price
+            self.levels[i].index = i
+            self.texts.append((p, q))
+            self.by_price[price] = p
+            i += 1
+        qsort(self.levels, self.n, sizeof(PriceAt), cmp_desc if self.bid else cmp_asc)
+        self.ok = True
+
+    def __dealloc__(self):
+        free(self.levels)
+
+    cdef long long *touched(self, CSide overlay) except NULL:
+        """For each level (best first), the message that first touched it (a large number
+        for a level the overlay never touched)."""
+        cdef long long *at = <long long *>malloc((self.n + 1) * sizeof(long long))
+        cdef long long i
+        cdef Lvl *e
+        if at == NULL:
+            raise MemoryError()
+        for i in range(self.n):
+            e = overlay.slot(self.levels[i].price)
+            at[i] = e.first if e.state != ABSENT else 9223372036854775807LL
+        return at
+
+    cdef object text_at(self, long long price, bint from_base, CSide overlay):
+        """The text the book shows for ``price``: the book's own where the run did not touch
+        it or only updated it, else the run's (None where the run wrote it anew after a
+        delete)."""
+        cdef Lvl *e
+        if from_base:
+            return self.by_price[price]
+        e = overlay.slot(price)
+        if e.retexted:
+            return None
+        if e.inherit and price in self.by_price:  # the book's text stays
+            return self.by_price[price]
+        return e.ptext[:e.plen].decode("ascii")
+
+
+def resolve(Base bids, Base asks, bytes ov_bids, bytes ov_asks, object best,
             long long messages, bint crossed, bint safe):
     """The crossed-book findings of a speculative run, now that the book it started from is
-    known (the Python sides ``bids`` and ``asks``, before the overlay is laid): ``ov_*`` the
-    run's overlay (``CSide.overlay``), ``best`` its (message, best bid, best ask) records.
-    Returns ([(message, best bid text, best ask text)], crossed at the end), or None where a
-    level of the book is not a text the lane reads, or a finding would need a text the run
-    did not keep (a price deleted and written anew)."""
+    known (``bids`` and ``asks``, before the overlay is laid): ``ov_*`` the run's overlay
+    (``CSide.overlay``), ``best`` its (message, best bid, best ask) records.  Returns
+    ([(message, best bid text, best ask text)], crossed at the end), or None where a level of
+    the book is not a text the lane reads, or a finding would need a text the run did not
+    keep (a price deleted and written anew)."""
     cdef long long nbest = len(best) // 3
-    cdef long long INF = 9223372036854775807LL
-    cdef long long t, j = 0, ib = 0, ia = 0, ob = NONE, oa = NONE, bid, ask, bbb, bba, i
-    cdef long long *bp = NULL
-    cdef long long *ap = NULL
+    cdef long long t, j = 0, ib = 0, ia = 0, ob = NONE, oa = NONE, bid, ask, bbb, bba
     cdef long long *bt = NULL
     cdef long long *at = NULL
-    cdef long long nb, na
+    cdef long long nb = bids.n, na = asks.n
     cdef bint now
-    cdef Lvl *e
     cdef CSide ob_side = CSide(True), oa_side = CSide(False)
     cdef long long[:] bestv = best
+    if not bids.ok or not asks.ok:
+        return None
     ob_side.take(ov_bids)
     oa_side.take(ov_asks)
-    btexts, atexts = [], []
     try:
-        nb = base_levels(bids, &bp, btexts)
-        na = base_levels(asks, &ap, atexts)
-        if nb < 0 or na < 0:
-            return None
-        base_b = dict(zip([bp[i] for i in range(nb)], btexts))
-        base_a = dict(zip([ap[i] for i in range(na)], atexts))
-        sort_prices(bp, nb, True)
-        sort_prices(ap, na, False)
-        bt = <long long *>malloc((nb + 1) * sizeof(long long))
-        at = <long long *>malloc((na + 1) * sizeof(long long))
-        if bt == NULL or at == NULL:
-            raise MemoryError()
-        for i in range(nb):
-            e = ob_side.slot(bp[i])
-            bt[i] = e.first if e.state != ABSENT else INF
-        for i in range(na):
-            e = oa_side.slot(ap[i])
-            at[i] = e.first if e.state != ABSENT else INF
+        bt = bids.touched(ob_side)
+        at = asks.touched(oa_side)
         events = []
         for t in range(messages):
             while j < nbest and bestv[3 * j] <= t:
@@ -1512,8 +1543,8 @@ def resolve(object bids, object asks, bytes ov_bids, bytes ov_asks, object best,
                 ia += 1
             if not safe:
                 continue
-            bbb = bp[ib] if ib < nb else NONE
-            bba = ap[ia] if ia < na else NONE
+            bbb = bids.levels[ib].price if ib < nb else NONE
+            bba = asks.levels[ia].price if ia < na else NONE
             bid = ob if ob > bbb else bbb
             if oa == NONE:
                 ask = bba
@@ -1523,32 +1554,80 @@ def resolve(object bids, object asks, bytes ov_bids, bytes ov_asks, object best,
                 ask = oa if oa < bba else bba
             now = bid != NONE and ask != NONE and bid >= ask
             if now and not crossed:
-                b_text = text_at(bid, bid == bbb, ob_side, base_b)
-                a_text = text_at(ask, ask == bba, oa_side, base_a)
+                b_text = bids.text_at(bid, bid == bbb, ob_side)
+                a_text = asks.text_at(ask, ask == bba, oa_side)
                 if b_text is None or a_text is None:
                     return None
                 events.append((t, b_text, a_text))
             crossed = now
         return events, crossed
     finally:
-        free(bp)
-        free(ap)
         free(bt)
         free(at)
 
 
-cdef object text_at(long long price, bint from_base, CSide overlay, dict base):
-    """The text the book shows for ``price``: the book's own where the run did not touch it or
-    only updated it, else the run's (None where the run wrote it anew after a delete)."""
-    cdef Lvl *e
-    if from_base:
-        return base[price]
-    e = overlay.slot(price)
-    if e.retexted:
-        return None
-    if e.inherit and price in base:  # the book's text stays
-        return base[price]
-    return e.ptext[:e.plen].decode("ascii")
+def rows(Base bids, Base asks, bytes ov_bids, bytes ov_asks, list due, int depth):
+    """The rebuilt-book rows due inside a chunk (``due``: (message, local, exch, best bids,
+    best asks) as the run knew them): at each, the best levels of the book that the chunk had
+    not touched by then merged with the chunk's own.  [(local, exch, bids, asks)], each side
+    a list of (price text, quantity text), best first."""
+    cdef CSide ob_side = CSide(True), oa_side = CSide(False)
+    cdef Base base
+    cdef CSide ov
+    cdef long long *first
+    cdef long long *nxt
+    cdef long long i, prev, t, n, head
+    cdef int side
+    ob_side.take(ov_bids)
+    oa_side.take(ov_asks)
+    out = []
+    state = []
+    try:
+        for side in range(2):
+            base = bids if side == 0 else asks
+            ov = ob_side if side == 0 else oa_side
+            first = base.touched(ov)
+            nxt = <long long *>malloc((base.n + 1) * sizeof(long long))
+            if nxt == NULL:
+                free(first)
+                raise MemoryError()
+            for i in range(base.n):
+                nxt[i] = i + 1
+            state.append([<long long>first, <long long>nxt, 0])  # head of the untouched list
+        for t, local, exch, top_b, top_a in due:
+            row = []
+            for side in range(2):
+                base = bids if side == 0 else asks
+                ov = ob_side if side == 0 else oa_side
+                first = <long long *><long long>state[side][0]
+                nxt = <long long *><long long>state[side][1]
+                head = state[side][2]
+                # Walk the untouched levels best first; drop for good those touched by now.
+                kept = []
+                prev = -1
+                i = head
+                while i < base.n and len(kept) < depth:
+                    if first[i] <= t:
+                        if prev < 0:
+                            head = nxt[i]
+                        else:
+                            nxt[prev] = nxt[i]
+                    else:
+                        kept.append((base.levels[i].price,) + base.texts[base.levels[i].index])
+                        prev = i
+                    i = nxt[i]
+                state[side][2] = head
+                top = top_b if side == 0 else top_a
+                known = [(k, base.by_price[k] if inherit and k in base.by_price else p, q)
+                         for k, p, q, inherit in top]
+                merged = sorted(known + kept, reverse=side == 0)[:depth]
+                row.append([(p, q) for _, p, q in merged])
+            out.append((local, exch, row[0], row[1]))
+        return out
+    finally:
+        for first_ptr, nxt_ptr, _ in state:
+            free(<long long *><long long>first_ptr)
+            free(<long long *><long long>nxt_ptr)
 
 
 def scaled(str text):

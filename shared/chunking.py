@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ from shared.snapshots import BookRows
 
 CHUNK_ENV = "RETAPE_CHUNK_MB"
 DEFAULT_CHUNK_MB = 32.0
-HEAD_BYTES = 4 << 20  # read by the assembly itself: the snapshot, the bridge, the warm-up
+HEAD_BYTES = 1 << 20  # read by the assembly itself: the snapshot, the bridge, the warm-up
 TAIL_BYTES = 256 << 10  # read back before a chunk for its clock window (and more if need be)
 MAX_TAIL_BYTES = 64 << 20
 WINDOW = 33  # shared.checks.timing.WINDOW
@@ -143,13 +142,13 @@ class Piece:
             self.found["asks"],
         ]
         body = b"".join(struct.pack("<Q", len(p)) + p for p in parts)
-        return zlib.compress(body, 1)
+        return body
 
     @classmethod
     def decode(cls, raw: bytes) -> Piece | None:
         if not raw:
             return None
-        body = zlib.decompress(raw)
+        body = raw
         parts = []
         pos = 0
         while pos < len(body):
@@ -344,13 +343,9 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
         return False
     if sink is None and rows:
         return False
-    row_values = (
-        _rows(book, found, rows, sink.depth) if isinstance(sink, BookRows) and rows and aud.in_sync else []
-    )
-    if row_values is None:
-        return False
+    bids, asks = fastlane.base(book.bids), fastlane.base(book.asks)
     crossed = fastlane.resolve(
-        book.bids, book.asks, found["bids"], found["asks"], piece.best, piece.messages, aud.crossed, aud.safe
+        bids, asks, found["bids"], found["asks"], piece.best, piece.messages, aud.crossed, aud.safe
     )
     if crossed is None:
         return False
@@ -368,8 +363,9 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
     if rows:
         assert isinstance(sink, BookRows)
         if aud.in_sync:
-            for _, local, exch, bids, asks in row_values:
-                sink.add(key, local, exch, bids, asks)
+            due = fastlane.rows(bids, asks, found["bids"], found["asks"], rows, sink.depth)
+            for local, exch, best_bids, best_asks in due:
+                sink.add(key, local, exch, best_bids, best_asks)
         else:
             for _ in rows:
                 aud._note("book_rows_withheld_unsafe")
@@ -407,37 +403,3 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
     tim.over_100ms += found["over"]
     ctx.last_events = (fastlane.StreamOf(key),)
     return True
-
-
-def _rows(book: Any, found: dict[str, Any], rows: list[Any], depth: int) -> list[Any] | None:
-    """The rebuilt-book rows due inside a chunk: at each, the best levels of the book under
-    the overlay that the chunk had not touched by then, merged with the best the chunk knew."""
-    sides = []
-    for side, packed in ((book.bids, found["bids"]), (book.asks, found["asks"])):
-        levels = fastlane.scaled_book(side)
-        if levels is None:
-            return None
-        first = fastlane.firsts(packed)
-        never = 1 << 62  # untouched all through the chunk
-        # The book's levels, best first, with the message that first touched each (a touched
-        # level is the chunk's from then on: it leaves this list for good).
-        untouched = [(k, p, q, first.get(k, never)) for k, p, q in levels]
-        sides.append((untouched, {k: p for k, p, _ in levels}, side.bid))
-    out = []
-    for t, local, exch, *tops in rows:
-        row = []
-        for n, ((untouched, texts, bid), top) in enumerate(zip(sides, tops, strict=True)):
-            # A level the chunk wrote keeps the book's text for its price (written another way).
-            known = [(k, texts[k] if inherit and k in texts else p, q) for k, p, q, inherit in top]
-            kept: list[tuple[int, str, str]] = []
-            i = 0
-            while i < len(untouched) and len(kept) < depth:
-                if untouched[i][3] > t:
-                    kept.append(untouched[i][:3])
-                i += 1
-            untouched = [u for u in untouched[:i] if u[3] > t] + untouched[i:]
-            sides[n] = (untouched, texts, bid)
-            merged = sorted(known + kept, reverse=bid)[:depth]
-            row.append([(p, q) for _, p, q in merged])
-        out.append((t, local, exch, row[0], row[1]))
-    return out

@@ -415,33 +415,23 @@ def bind_speculative(lane: Any, line: bytes) -> tuple[str, int] | None:
     return symbol, lane.rule
 
 
+def base(side: Any) -> Any:
+    """A Python side as a chunk's overlay lies on it (``_lane_c.Base``)."""
+    assert _C is not None
+    return _C.Base(side)
+
+
 def resolve(*args: Any) -> Any:
     assert _C is not None
     return _C.resolve(*args)
+
+
+def rows(*args: Any) -> Any:
+    assert _C is not None
+    return _C.rows(*args)
 
 
 def lay_overlay(side: Any, entries: bytes) -> None:
     """Lay a speculative run's overlay on a Python side, as its levels one by one would."""
     assert _C is not None
     _C.lay_overlay(side, entries, _PRICE_KEY, price_key, _MISSING)
-
-
-def firsts(packed: bytes) -> dict[int, int]:
-    assert _C is not None
-    out: dict[int, int] = _C.firsts(packed)
-    return out
-
-
-def scaled_book(side: Any) -> list[tuple[int, str, str]] | None:
-    """The levels of a Python side as (scaled price, price text, quantity text), best first;
-    None when one is not a text the lane reads."""
-    assert _C is not None
-    scaled = _C.scaled
-    out = []
-    for p, q in side.levels.items():
-        k = scaled(p) if type(p) is str else None
-        if k is None or type(q) is not str:
-            return None
-        out.append((k, p, q))
-    out.sort(reverse=side.bid)
-    return out
