@@ -816,6 +816,7 @@ cdef class Lane:
     cdef public object locals_  # array('q'): the receive time of every message taken
     cdef public object best  # array('q'): (message, best bid, best ask) where they changed
     cdef long long last_ob, last_oa
+    cdef public list kept  # (start, end, line) of the lines taken while the auditor keeps them
     cdef public list rows  # (message, local, exch, best bids, best asks) where a book was due
     cdef public list shapes  # (message, mask) of the first messages of each shape
     cdef int mask_count[4]
@@ -834,6 +835,7 @@ cdef class Lane:
         self.loaded = False
         self.synced = -1
         self.speculative = False
+        self.kept = []
         self.used_masks = 0
         self.watch = None
         self.warm_up = 100
@@ -1194,6 +1196,11 @@ cdef class Lane:
         cdef CSide cbids = self.cbids, casks = self.casks
         sink = aud.sink
         cdef long long next_emit = aud.next_emit_us
+        # Diffs applied while the book is unsafe are kept for a REST snapshot (BookAuditor.
+        # unsafe_applied): the lines are noted here and read into messages by shared.fastlane.
+        cdef bint keep = aud.bridged and not safe
+        cdef long long keep_max = aud.unsafe_applied.maxlen or 0
+        self.kept = []
 
         while pos < size:
             start = buf + pos
@@ -1248,6 +1255,10 @@ cdef class Lane:
                 open_msgs += 1
             if change is not None:  # after the message's own findings, as the Python path
                 aud.format_change(self.path, n + 1, local, change)
+            if keep:
+                self.kept.append((pos, nl - buf, n + 1))
+                if len(self.kept) > 2 * keep_max:
+                    del self.kept[:-keep_max]
             seq_last = last_id
             last_taken = local
             n += 1

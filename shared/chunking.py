@@ -316,6 +316,8 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
     aud = fastlane.ready(engine, ctx, key)
     if aud is None or fastlane.RULES[id(aud.rule)] != piece.rule:
         return False
+    if aud.bridged and not aud.safe:
+        return False  # its diffs are kept for a REST snapshot: read on the lane, one by one
     found = piece.found
     tim = aud.timing
     if aud.seq is None or aud.seq.last != found["start_prev"]:

@@ -211,7 +211,6 @@ def ready(engine: Engine, ctx: _FileContext, key: StreamKey) -> BookAuditor | No
         or type(seq.last) is not int
         or seq.pending
         or seq.bridge
-        or (not aud.safe and aud.bridged)
         or (aud.open_unsafe is None) != aud.in_sync
         or (aud.recent_us.maxlen or 0) > _SEEN_MAX
         or aud.book.bids.exact
@@ -287,6 +286,8 @@ class LaneReader:
                         if self.line != was:
                             assert self.binding is not None
                             self.ctx.last_events = (StreamOf(self.binding.key),)
+                            if lane.kept:
+                                self._keep(block, lane.kept)
                         if pos >= size:
                             break
                     end = block.find(b"\n", pos)
@@ -308,6 +309,16 @@ class LaneReader:
             if lane is not None:
                 lane.flush()
             yield RawRecord.cut_off(path, self.line + 1, str(exc))
+
+    def _keep(self, block: bytes, kept: list[tuple[int, int, int]]) -> None:
+        """The diffs the lane applied while the book was unsafe, as the messages the auditor
+        keeps for a REST snapshot (read here as the Python path reads them)."""
+        assert self.binding is not None and self.ctx.session is not None
+        auditor = self.binding.auditor
+        keep = auditor.unsafe_applied
+        for start, end, line in kept[-(keep.maxlen or len(kept)) :]:
+            rec = self.record_of(self.path, line, block[start:end])
+            keep.extend(self.ctx.session.parse(rec, orjson.loads(rec.raw)))  # type: ignore[arg-type]
 
     def _after(self, rec: RawRecord) -> None:
         """The Python path read ``rec``: bind to its stream, or keep the binding only if it

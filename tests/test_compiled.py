@@ -139,3 +139,59 @@ def test_the_truth_tests_pass_on_the_pure_python_path_too() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]  # 5: none collected
     assert proc.stdout.count(".") >= 200  # one dot a passed test (-q twice: no summary line)
+
+
+@pytest.fixture(scope="module")
+def faulted(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """USD-M and spot depth streams in hftbacktest and Tardis raw lines, with faults (see
+    tests/test_chunking.py): what the fast lane takes, and the lines it must hand back."""
+    from test_chunking import _capture
+
+    out = []
+    for spot in (False, True):
+        for iso in (False, True):
+            folder = tmp_path_factory.mktemp(f"faulted-{spot}-{iso}")
+            out.append(_capture(folder, 9_000, spot=spot, iso=iso, faults=True))
+    return out
+
+
+def test_the_fast_lane_gives_the_bytes_of_the_python_path(faulted: list[Path], tmp_path: Path) -> None:
+    """The default command's configuration (rebuilt books every 60 s included), one process:
+    the same bytes with the lane and with every line on the Python path."""
+    _compiled("shared._lane_c")
+    for n, path in enumerate(faulted):
+        fast, pure = tmp_path / f"lane{n}", tmp_path / f"pure{n}"
+        for out, extra in ((fast, {}), (pure, {compiled.PURE_ENV: "1"})):
+            proc = retape(
+                "audit", str(path), "--out", str(out), "--in-process", "--quiet", environ=env(**extra)
+            )
+            assert proc.returncode == 0, proc.stderr
+        assert outputs(fast) == outputs(pure), path.name
+        assert any(name.startswith("books/") for name in outputs(fast))
+
+
+def test_the_fast_lane_takes_nearly_every_line_of_a_depth_stream(faulted: list[Path]) -> None:
+    """The lane is not just built but used: it takes all but the lines it must hand back
+    (the snapshot, the first diffs, the faults, and in Tardis raw files the ~1000 diffs after
+    the disconnect, which wait for a snapshot that never comes)."""
+    from shared import fastlane
+    from shared.auditors import AuditConfig
+    from shared.engine import Engine
+
+    _compiled("shared._lane_c")
+    taken: list[tuple[int, int]] = []
+    records = fastlane.LaneReader.records
+
+    def counting(self: fastlane.LaneReader):  # type: ignore[no-untyped-def]
+        yield from records(self)
+        taken.append((self.lane.taken, self.line))
+
+    fastlane.LaneReader.records = counting  # type: ignore[method-assign]
+    try:
+        for path in faulted:
+            Engine(AuditConfig(book_interval_us=60_000_000)).run([str(path)])
+    finally:
+        fastlane.LaneReader.records = records  # type: ignore[method-assign]
+    assert len(taken) == len(faulted)
+    for lane_lines, lines in taken:
+        assert lane_lines > 0.85 * lines, (lane_lines, lines)
