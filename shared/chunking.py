@@ -81,7 +81,7 @@ def chunks_for(job: Plan, segment: int, cfg: AuditConfig) -> list[dict[str, Any]
         return []
     size = st.st_size
     head = min(HEAD_BYTES, size_of_chunk)
-    if size < head + 2 * size_of_chunk:
+    if size < head + 2 * size_of_chunk or not _one_depth_stream(path, fmt):
         return []
     cuts = list(range(head, size, size_of_chunk)) + [size]
     return [
@@ -100,6 +100,25 @@ def chunks_for(job: Plan, segment: int, cfg: AuditConfig) -> list[dict[str, Any]
         }
         for i in range(len(cuts) - 1)
     ]
+
+
+def _one_depth_stream(path: str, fmt: str) -> bool:
+    """The head of the capture is (nearly) all diffs of one depth stream the lane takes: a
+    chunk of a recording that mixes other messages in stops at the first of them, so cutting
+    it would only add work."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    except OSError:
+        return False
+    lines = head.split(b"\n")[:-1]
+    lane = fastlane.speculative_lane(fmt)
+    for n, line in enumerate(lines):
+        if fastlane.bind_speculative(lane, line) is not None:
+            rest = lines[n:]
+            taken = sum(1 for line in rest if lane.probe(line + b"\n") is not None)
+            return len(rest) >= 10 and taken >= 0.95 * len(rest)
+    return False
 
 
 @dataclass(slots=True)

@@ -175,3 +175,36 @@ def test_two_worker_processes_on_one_recording(capture: Path, tmp_path: Path) ->
     single = retape("audit", str(capture), "--out", str(tmp_path / "single"), "--in-process", "--quiet")
     assert single.returncode == 0, single.stderr
     assert outputs(out) == outputs(tmp_path / "single")
+
+
+def test_spans_of_a_file_are_its_lines_once_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cut anywhere, the spans (lines starting in [start, end)) hold every line once, in
+    order; a line longer than the reader's limit comes as LINE_TOO_LONG, as in a whole read."""
+    import itertools
+    import random
+
+    from shared.formats import lines as lines_module
+
+    monkeypatch.setattr(lines_module, "_CHUNK", 64)
+    monkeypatch.setattr(lines_module, "MAX_LINE", 300)
+    rng = random.Random(7)
+    body = [b"x" * rng.choice([0, 1, 5, 40, 63, 64, 65, 200]) + b"%d" % i for i in range(400)]
+    body[100] = b"y" * 2000  # longer than the limit
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"\n".join(body) + b"\n" + b"tail without a line end")
+    whole = list(lines_module.iter_lines(str(path)))
+    size = path.stat().st_size
+    for _ in range(30):
+        cuts = sorted({0, size, *(rng.randrange(size) for _ in range(rng.randrange(1, 12)))})
+        got: list[bytes] = []
+        for start, end in itertools.pairwise(cuts):
+            first = lines_module.line_start(str(path), start)
+            if first >= end:
+                continue
+            for block in lines_module.span_blocks(str(path), first, end):
+                if block is lines_module.LINE_TOO_LONG:
+                    got.append(block)
+                    continue
+                parts = block.split(b"\n")
+                got.extend(parts[:-1] if block.endswith(b"\n") else parts)
+        assert got == whole

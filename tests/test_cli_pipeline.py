@@ -51,9 +51,10 @@ def big_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def long_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One plain capture long enough to be interrupted (tens of MB)."""
+    """One plain capture long enough to be interrupted (hundreds of MB: the fast lane and
+    two workers audit it in a few seconds)."""
     folder = tmp_path_factory.mktemp("long")
-    build_capture(12, folder / "btcusdt.txt")
+    build_capture(48, folder / "btcusdt.txt")
     return folder
 
 
@@ -183,7 +184,7 @@ def test_no_worker_attached_is_said_once_and_timeout_gives_up_with_exit_3(
 def _tree_when_busy(proc, out: Path) -> list[int]:  # type: ignore[no-untyped-def]
     """The command's processes once its workers are auditing (the progress line moved)."""
     wait_for(lambda: len(descendants(proc.pid)) >= 3, 60, "the broker and the workers")
-    time.sleep(1.5)
+    time.sleep(1.0)
     tree = descendants(proc.pid)
     assert proc.poll() is None, "the audit ended before it could be interrupted"
     return tree

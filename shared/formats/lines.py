@@ -141,34 +141,50 @@ def line_blocks(path: str) -> Iterator[bytes]:
 def span_blocks(path: str, start: int, end: int) -> Iterator[bytes]:
     """The lines of plain file ``path`` that start in bytes [start, end) (``start`` a line
     start), read from the file itself in blocks of whole lines (the last may end where the file
-    ends).  A line longer than ``MAX_LINE`` raises :class:`TruncatedInput`."""
+    ends); ``LINE_TOO_LONG`` in place of a line longer than ``MAX_LINE``, as :func:`line_blocks`."""
     with open(path, "rb") as fh:
         fh.seek(start)
-        base = start  # the file offset of rest[0]
+        pos = start  # the file offset of rest[0] (of the next byte read, when skipping)
         rest = b""
+        skipping = False  # inside a line longer than MAX_LINE: its bytes are dropped
         while True:
+            if not rest and not skipping and pos >= end:
+                return
             chunk = fh.read(_CHUNK)
             if not chunk:
-                if rest:
+                if skipping:
+                    yield LINE_TOO_LONG
+                elif rest:
                     yield rest
                 return
+            if skipping:
+                cut = chunk.find(b"\n")
+                if cut < 0:
+                    pos += len(chunk)
+                    continue
+                skipping = False
+                yield LINE_TOO_LONG
+                pos += cut + 1
+                chunk = chunk[cut + 1 :]
+                if pos >= end or not chunk:
+                    continue
             data = rest + chunk if rest else chunk
-            if base + len(data) >= end:
-                cut = data.find(b"\n", max(0, end - 1 - base))
+            if pos + len(data) >= end:
+                cut = data.find(b"\n", max(0, end - 1 - pos))
                 if cut >= 0:
                     yield data[: cut + 1]
                     return
+            cut = data.rfind(b"\n")
+            if cut < 0:
                 rest = data
             else:
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                else:
-                    yield data[: cut + 1]
-                    rest = data[cut + 1 :]
-                    base += cut + 1
+                yield data[: cut + 1]
+                rest = data[cut + 1 :]
+                pos += cut + 1
             if len(rest) > MAX_LINE:
-                raise TruncatedInput("a line longer than the reader's limit")
+                pos += len(rest)
+                rest = b""
+                skipping = True
 
 
 def line_start(path: str, offset: int) -> int:
