@@ -150,6 +150,22 @@ def roles_of(obj: Any, sig: Signature) -> tuple[dict[str, Any], str] | None:
     return roles, symbol
 
 
+def _read_roles(lane: Any, text: bytes) -> tuple[Signature, Any, dict[str, Any], str] | None:
+    """The signature, the decoded message, the lane's roles and the symbol of the JSON
+    ``text``; None when it is not a diff the lane takes."""
+    sig = lane.signature(text)
+    if sig is None:
+        return None
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    got = roles_of(obj, sig)
+    if got is None:
+        return None
+    return sig, obj, got[0], got[1]
+
+
 def session_ready(ctx: _FileContext) -> BinanceSession | None:
     """The file's venue session, when its next depth diff is plain for the lane."""
     session = ctx.session
@@ -338,19 +354,13 @@ class LaneReader:
 
     def _bind(self, raw: bytes) -> _Binding | None:
         ctx, lane = self.ctx, self.lane
-        sig = lane.signature(raw)
         watch = ctx.shapes
         session = session_ready(ctx)
-        if sig is None or session is None or watch is None:
+        read = _read_roles(lane, raw) if session is not None and watch is not None else None
+        if read is None:
             return None
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-        got = roles_of(obj, sig)
-        if got is None:
-            return None
-        roles, symbol = got
+        sig, obj, roles, symbol = read
+        assert session is not None and watch is not None
         key = session._book_keys.get(symbol)
         if key is None:
             return None
@@ -407,17 +417,10 @@ def bind_speculative(lane: Any, line: bytes) -> tuple[str, int] | None:
     """Bind ``lane`` to the shape of ``line`` (a chunk's first line) for a speculative run:
     its symbol and the rule its ids would follow; None when it is not a diff the lane takes."""
     text = json_part(line)
-    sig = lane.signature(text)
-    if sig is None:
+    read = _read_roles(lane, text)
+    if read is None:
         return None
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    got = roles_of(obj, sig)
-    if got is None:
-        return None
-    roles, symbol = got
+    _, _, roles, symbol = read
     if not lane.bind(text, roles, 1000):
         return None
     for mask in range(4):
