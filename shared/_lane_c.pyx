@@ -771,8 +771,10 @@ cdef class Lane:
     cdef Field sig[MAXF]
     cdef int nsig
     cdef bytes sig_keys  # keeps the signature's key bytes alive
-    cdef int i_kind, i_sym, i_exch, i_first, i_last, i_prev, bids_list, asks_list
-    cdef bytes kind_val, sym_val
+    cdef int i_kind, i_sym, i_exch, i_first, i_last, i_prev, bids_list, asks_list, i_const
+    cdef bytes kind_val, sym_val, const_val
+    cdef long long exch_max  # an exchange time from here up is not one for the venue: Python's
+    cdef bint reset_one  # an id of 1 is a reset (Bybit): Python's
     # Which emptiness of the lists of levels is past its shape warm-up (by Scan.mask).
     cdef bint allowed[4]
     cdef public int used_masks  # bit m: a line of mask m was taken (speculative runs)
@@ -890,6 +892,10 @@ cdef class Lane:
         self.i_prev = roles["prev"]
         self.bids_list = roles["bids"]
         self.asks_list = roles["asks"]
+        self.i_const = roles.get("const", -1)
+        self.const_val = roles.get("const_value", b"")
+        self.exch_max = roles.get("exch_max", 1000000000000000)
+        self.reset_one = roles.get("reset_one", False)
         self.exch_mult = exch_mult
         for i in range(4):
             self.allowed[i] = False
@@ -917,6 +923,10 @@ cdef class Lane:
         a = &sc.f[self.i_sym]
         if a.vlen != len(self.sym_val) or memcmp(a.val, PyBytes_AS_STRING(self.sym_val), a.vlen) != 0:
             return False
+        if self.i_const >= 0:
+            a = &sc.f[self.i_const]
+            if a.vlen != len(self.const_val) or memcmp(a.val, PyBytes_AS_STRING(self.const_val), a.vlen) != 0:
+                return False
         return True
 
     cdef int local_time(self, const char *p, const char *sp, long long *out) except -2:
@@ -998,10 +1008,12 @@ cdef class Lane:
         if not sc.scan(sp + 1, nl) or not self.same_shape():
             return 0
         fd = &sc.f[self.i_exch]
-        if fd.ival >= 1000000000000000LL:
+        if fd.ival >= self.exch_max:
             return 0
         exch[0] = fd.ival * self.exch_mult
         first_id[0] = sc.f[self.i_first].ival
+        if self.reset_one and first_id[0] == 1:
+            return 0
         last_id[0] = sc.f[self.i_last].ival
         prev_id[0] = sc.f[self.i_prev].ival if self.i_prev >= 0 else 0
         if not levels:

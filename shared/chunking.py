@@ -329,7 +329,7 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
     watch = ctx.shapes
     if session is None or watch is None:
         return False
-    key = session._book_keys.get(piece.symbol)
+    key = fastlane.book_key(session, piece.symbol)
     if key is None:
         return False
     aud = fastlane.ready(engine, ctx, key)

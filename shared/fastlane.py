@@ -10,8 +10,8 @@ that follow for as long as each is a diff of that stream that the Python path wo
 applied with nothing to report but a crossed book, and hands the first other line back.
 Results are the same bytes either way; ``RETAPE_PURE_PYTHON=1`` turns the lane off.
 
-Venues: Binance spot, USD-M and COIN-M ``depthUpdate`` diffs, in ``epoch`` (hftbacktest)
-and ``tardis-raw`` captures.
+Venues: Binance spot, USD-M and COIN-M ``depthUpdate`` diffs and Bybit v5 ``orderbook``
+deltas, in ``epoch`` (hftbacktest) and ``tardis-raw`` captures.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from shared import compiled
 from shared.auditors import LIVE, BookAuditor
 from shared.book import _MISSING, _PRICE_KEY, price_key
 from shared.checks.shapes import WARM_UP, ShapeWatch, fingerprint
+from shared.exchanges.base import MAX_EPOCH_MS
 from shared.exchanges.binance import BinanceSession
+from shared.exchanges.bybit import BybitSession
 from shared.formats.lines import LINE_TOO_LONG, TruncatedInput, line_blocks, span_blocks
 from shared.formats.readers import epoch_record, tardis_raw_record, too_long
 from shared.formats.timestamps import iso_seconds
-from shared.model import Fault, RawRecord, StreamKey
+from shared.model import Channel, Fault, RawRecord, StreamKey
 from shared.sequencing import CONSECUTIVE, PREV_LINK
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ FORMATS: dict[str, tuple[Callable[[str, int, bytes], RawRecord], int]] = {
 # The lane's code for a venue's rule of book sequence ids.
 CONSECUTIVE_RULE, PREV_LINK_RULE = 1, 2
 RULES = {id(CONSECUTIVE): CONSECUTIVE_RULE, id(PREV_LINK): PREV_LINK_RULE}
+# Text near the start of a line that may be a depth diff the lane takes (worth binding to).
+_DEPTH_MARKS = (b"depthUpdate", b'"orderbook.')
 _SEEN_MAX = 128  # the receive times the lane keeps for BookAuditor.recent_us (_lane_c.SEEN_MAX)
 _T_STR, _T_INT, _T_OBJ, _T_END, _T_LEVELS, _T_EMPTY = 1, 2, 3, 4, 5, 6
 
@@ -111,10 +115,63 @@ Signature = list[tuple[int, bytes, int]]
 
 
 def roles_of(obj: Any, sig: Signature) -> tuple[dict[str, Any], str] | None:
-    """The lane's roles for a Binance ``depthUpdate`` line (``obj`` decoded, ``sig`` its
-    signature), and its symbol; None for any other line."""
+    """The lane's roles for a depth diff line (``obj`` decoded, ``sig`` its signature) of a
+    venue it knows, and its symbol; None for any other line."""
     if not isinstance(obj, dict):
         return None
+    return _binance_roles(obj, sig) or _bybit_roles(obj, sig)
+
+
+def _bybit_roles(obj: dict[str, Any], sig: Signature) -> tuple[dict[str, Any], str] | None:
+    """Bybit v5 ``orderbook.<depth>.<SYM>`` deltas: ``{"topic", "type": "delta", "ts",
+    "data": {"s", "b", "a", "u", "seq"}, "cts"}``, first = last = ``u``, no trimming."""
+    topic = obj.get("topic")
+    data = obj.get("data")
+    if not isinstance(topic, str) or not topic.startswith("orderbook.") or obj.get("type") != "delta":
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("s"), str) or not data["s"]:
+        return None
+    top = {k: (i, t) for i, (depth, k, t) in enumerate(sig) if depth == 0}
+    if len(top) != len([1 for depth, _, _ in sig if depth == 0]) or top.get(b"data", (0, 0))[1] != _T_OBJ:
+        return None
+    inner: dict[bytes, tuple[int, int]] = {}
+    for i in range(top[b"data"][0] + 1, len(sig)):
+        _, k, t = sig[i]
+        if t == _T_END:
+            break
+        if k in inner:
+            return None
+        inner[k] = (i, t)
+    want = {b"topic": (top, _T_STR), b"type": (top, _T_STR), b"ts": (top, _T_INT)}
+    want.update({b"s": (inner, _T_STR), b"u": (inner, _T_INT)})
+    if any(name not in where or where[name][1] != t for name, (where, t) in want.items()):
+        return None
+    lists = [i for i, (_, _, t) in enumerate(sig) if t in (_T_LEVELS, _T_EMPTY)]
+    sides = [inner.get(b"b"), inner.get(b"a")]
+    if any(side is None or side[1] not in (_T_LEVELS, _T_EMPTY) for side in sides):
+        return None
+    symbol = data["s"]
+    roles = {
+        "kind": top[b"type"][0],
+        "kind_value": b"delta",
+        "symbol": inner[b"s"][0],
+        "symbol_value": symbol.encode("ascii"),
+        "const": top[b"topic"][0],  # orderbook.<depth>.<SYM>: one subscription's messages
+        "const_value": topic.encode("ascii"),
+        "exch": top[b"ts"][0],
+        "exch_max": MAX_EPOCH_MS,  # ms_to_us gives no time past it
+        "first": inner[b"u"][0],
+        "last": inner[b"u"][0],
+        "prev": -1,
+        "reset_one": True,  # u == 1 is a full snapshot after a restart (BookMsg.reset)
+        "bids": lists.index(sides[0][0]),  # type: ignore[index]
+        "asks": lists.index(sides[1][0]),  # type: ignore[index]
+    }
+    return roles, symbol
+
+
+def _binance_roles(obj: dict[str, Any], sig: Signature) -> tuple[dict[str, Any], str] | None:
+    """Binance ``depthUpdate`` diffs, in a combined-stream envelope or bare."""
     fields = _fields(sig)
     if fields is None:
         return None
@@ -166,12 +223,21 @@ def _read_roles(lane: Any, text: bytes) -> tuple[Signature, Any, dict[str, Any],
     return sig, obj, got[0], got[1]
 
 
-def session_ready(ctx: _FileContext) -> BinanceSession | None:
+def session_ready(ctx: _FileContext) -> BinanceSession | BybitSession | None:
     """The file's venue session, when its next depth diff is plain for the lane."""
     session = ctx.session
-    if type(session) is not BinanceSession or session._held_snapshot is not None:
-        return None
-    return session
+    if type(session) is BinanceSession and session._held_snapshot is None:
+        return session
+    if type(session) is BybitSession:
+        return session
+    return None
+
+
+def book_key(session: BinanceSession | BybitSession, symbol: str) -> StreamKey | None:
+    """The book stream a diff of ``symbol`` feeds in ``session`` (as its parser names it)."""
+    if isinstance(session, BinanceSession):
+        return session._book_keys.get(symbol)
+    return StreamKey(session.exchange, symbol.upper(), Channel.BOOK)
 
 
 def watch_after(
@@ -340,7 +406,7 @@ class LaneReader:
         """The Python path read ``rec``: bind to its stream, or keep the binding only if it
         is still ordinary."""
         lane = self.lane
-        if rec.kind == "json" and b"depthUpdate" in rec.raw[:160]:
+        if rec.kind == "json" and any(mark in rec.raw[:160] for mark in _DEPTH_MARKS):
             binding = self._bind(rec.raw)
             if binding is not None:
                 self.binding = binding
@@ -361,7 +427,7 @@ class LaneReader:
             return None
         sig, obj, roles, symbol = read
         assert session is not None and watch is not None
-        key = session._book_keys.get(symbol)
+        key = book_key(session, symbol)
         if key is None:
             return None
         aud = ready(self.engine, ctx, key)

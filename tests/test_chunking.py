@@ -36,8 +36,20 @@ def _iso(ns: int) -> bytes:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode() + b".%07dZ" % (rest // 100)
 
 
-def _capture(folder: Path, messages: int, spot: bool, iso: bool, faults: bool) -> Path:
-    """The small-message stream, reshaped and with faults where chunk edges fall."""
+def _bybit(obj: dict[str, Any]) -> dict[str, Any]:
+    """A Binance message as Bybit v5 sends its like (``orderbook.50``, ``u`` the chain)."""
+    if "lastUpdateId" in obj:
+        last, stamp = obj["lastUpdateId"], obj["E"]
+        data = {"s": "BTCUSDT", "b": obj["bids"], "a": obj["asks"], "u": last, "seq": last}
+        return {"topic": "orderbook.50.BTCUSDT", "type": "snapshot", "ts": stamp, "data": data, "cts": stamp}
+    d = obj["data"]
+    data = {"s": d["s"], "b": d["b"], "a": d["a"], "u": d["u"], "seq": d["u"] * 3}
+    return {"topic": "orderbook.50.BTCUSDT", "type": "delta", "ts": d["E"], "data": data, "cts": d["T"]}
+
+
+def _capture(folder: Path, messages: int, spot: bool, iso: bool, faults: bool, bybit: bool = False) -> Path:
+    """The small-message stream, reshaped (Binance spot or USD-M, or Bybit v5) and with
+    faults where chunk edges fall."""
     plain = folder / "source.txt"
     build_small_messages(plain, messages)
     lines = plain.read_bytes().split(b"\n")[:-1]
@@ -69,7 +81,7 @@ def _capture(folder: Path, messages: int, spot: bool, iso: bool, faults: bool) -
                 d["b"].append(["99999.90", "0.000"])  # and gone again
             if i == 7000 and d["a"]:
                 d["a"][0] = [d["a"][0][0], "-1"]  # an invalid quantity
-        text = orjson.dumps(obj)
+        text = orjson.dumps(_bybit(obj) if bybit else obj)
         stamp = _iso(local) if iso else b"%d" % local
         out.append(stamp + b" " + text)
         if faults and i == 6000:
@@ -83,11 +95,19 @@ def _capture(folder: Path, messages: int, spot: bool, iso: bool, faults: bool) -
             out[-1] += b"\r"
         if faults and i == 9000:
             snap_ts, _, snap = snapshot.partition(b" ")
+            snap = orjson.dumps(_bybit(orjson.loads(snap))) if bybit else snap
             out.append((_iso(local) if iso else b"%d" % local) + b" " + snap)
     if faults:
         del out[-400]  # a message lost near the end: a gap
-    path = folder / ("btcusdt_20240808.txt" if not iso else "binance-futures_depth_2024-08-08.txt")
+    path = folder / (
+        "capture.txt"
+        if bybit
+        else "btcusdt_20240808.txt"
+        if not iso
+        else "binance-futures_depth_2024-08-08.txt"
+    )
     snap_ts, _, snap = snapshot.partition(b" ")
+    snap = orjson.dumps(_bybit(orjson.loads(snap))) if bybit else snap
     head = (_iso(int(snap_ts)) if iso else snap_ts) + b" " + snap
     path.write_bytes(head + b"\n" + b"\n".join(out) + b"\n")
     return path
@@ -112,11 +132,15 @@ def _audit(
     return outputs(out), sum(laid)
 
 
-@pytest.fixture(scope="module", params=["usdm-epoch", "spot-epoch", "usdm-tardis", "spot-tardis"])
+@pytest.fixture(
+    scope="module",
+    params=["usdm-epoch", "spot-epoch", "usdm-tardis", "spot-tardis", "bybit-epoch", "bybit-tardis"],
+)
 def capture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     spot = request.param.startswith("spot")
     iso = request.param.endswith("tardis")
-    return _capture(tmp_path_factory.mktemp(request.param), 12_000, spot, iso, faults=True)
+    bybit = request.param.startswith("bybit")
+    return _capture(tmp_path_factory.mktemp(request.param), 12_000, spot, iso, faults=True, bybit=bybit)
 
 
 def test_chunked_audits_give_the_bytes_of_one_process(

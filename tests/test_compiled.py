@@ -143,15 +143,16 @@ def test_the_truth_tests_pass_on_the_pure_python_path_too() -> None:
 
 @pytest.fixture(scope="module")
 def faulted(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """USD-M and spot depth streams in hftbacktest and Tardis raw lines, with faults (see
-    tests/test_chunking.py): what the fast lane takes, and the lines it must hand back."""
+    """Binance USD-M and spot and Bybit v5 depth streams in hftbacktest and Tardis raw lines,
+    with faults (see tests/test_chunking.py): what the fast lane takes, and the lines it must
+    hand back."""
     from test_chunking import _capture
 
     out = []
-    for spot in (False, True):
+    for venue in ("usdm", "spot", "bybit"):
         for iso in (False, True):
-            folder = tmp_path_factory.mktemp(f"faulted-{spot}-{iso}")
-            out.append(_capture(folder, 9_000, spot=spot, iso=iso, faults=True))
+            folder = tmp_path_factory.mktemp(f"faulted-{venue}-{iso}")
+            out.append(_capture(folder, 9_000, venue == "spot", iso, faults=True, bybit=venue == "bybit"))
     return out
 
 
