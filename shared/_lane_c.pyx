@@ -1651,26 +1651,3 @@ def rows(Base bids, Base asks, bytes ov_bids, bytes ov_asks, list due, int depth
         for first_ptr, nxt_ptr, _ in state:
             free(<long long *><long long>first_ptr)
             free(<long long *><long long>nxt_ptr)
-
-
-def scaled(str text):
-    """The scaled price of ``text`` (see :func:`scaled_price`), or None."""
-    cdef long long out = 0
-    if not text.isascii():
-        return None
-    cdef bytes b = text.encode("ascii")
-    if not scaled_price(b, len(b), &out):
-        return None
-    return out
-
-
-def firsts(bytes packed):
-    """{scaled price: the message that first touched it} of a packed overlay."""
-    cdef const char *p = PyBytes_AS_STRING(packed)
-    cdef long long n = PyBytes_GET_SIZE(packed) // sizeof(Lvl), i
-    cdef const Lvl *e
-    out = {}
-    for i in range(n):
-        e = <const Lvl *>(p + i * sizeof(Lvl))
-        out[e.price] = e.first
-    return out
