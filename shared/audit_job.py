@@ -86,7 +86,7 @@ class AuditKind:
 
     def run_segment(self, plan: JobPlan, segment: int, ctx: SegmentContext) -> Step:
         job, cfg = decode(plan)
-        chunks = chunks_for(job, segment, cfg)
+        chunks = chunks_for(job, segment, cfg, {f.path: (f.size, f.mtime_ns) for f in plan.files})
         if chunks:
             return Step(CHUNKED, tuple(SubTask(Queue.BOOK, c) for c in chunks))
         with reading_from(ctx.blocks):
@@ -108,7 +108,9 @@ class AuditKind:
     ) -> Step:
         job, cfg = decode(plan)
         if previous == CHUNKED:
-            assembled = assemble(job, segment, cfg, answers)
+            (path,) = job.segments[segment][0]
+            planned = next(((f.size, f.mtime_ns) for f in plan.files if f.path == path), None)
+            assembled = assemble(job, segment, cfg, answers, planned)
             if assembled is None:  # the file is not here as the chunks read it: read it whole
                 with reading_from(ctx.blocks):
                     assembled = audit_segment(job, segment, cfg)

@@ -61,10 +61,13 @@ def _plain(path: str) -> bool:
         return False
 
 
-def chunks_for(job: Plan, segment: int, cfg: AuditConfig) -> list[dict[str, Any]]:
+def chunks_for(
+    job: Plan, segment: int, cfg: AuditConfig, planned: dict[str, tuple[int, int]] | None = None
+) -> list[dict[str, Any]]:
     """The chunks of segment ``segment`` to audit apart, or none: only a segment of one plain
-    capture, larger than two chunks, in a format the fast lane reads, with the lane built and
-    no replay."""
+    capture, larger than two chunks, in a format the fast lane reads, whose head is one depth
+    stream, with the lane built and no replay, on this disk as it was planned (``planned``:
+    size and modification time by path)."""
     size_of_chunk = chunk_bytes()
     groups = job.segments[segment]
     if not size_of_chunk or not fastlane.available() or len(groups) != 1 or len(groups[0]) != 1:
@@ -80,6 +83,8 @@ def chunks_for(job: Plan, segment: int, cfg: AuditConfig) -> list[dict[str, Any]
     except OSError:
         return []
     size = st.st_size
+    if planned is not None and planned.get(path) != (size, st.st_mtime_ns):
+        return []  # not here as it was planned: read whole, through the worker's checks
     head = min(HEAD_BYTES, size_of_chunk)
     if size < head + 2 * size_of_chunk or not _one_depth_stream(path, fmt):
         return []
@@ -287,9 +292,12 @@ def _clock_before(lane: Any, tail: bytes, cut: bool) -> tuple[list[int], int | N
 # -- the assembly --------------------------------------------------------------------------
 
 
-def assemble(job: Plan, segment: int, cfg: AuditConfig, answers: list[bytes]) -> SegmentResult | None:
+def assemble(
+    job: Plan, segment: int, cfg: AuditConfig, answers: list[bytes], planned: tuple[int, int] | None
+) -> SegmentResult | None:
     """The segment's result from its chunks' runs (see the module text); None where the file
-    cannot be read here as the chunks read it (then the segment is audited whole)."""
+    is not here as it was planned (``planned``: its size and modification time), to be read
+    as the chunks read it (then the segment is audited whole, through the worker's source)."""
     (path,) = job.segments[segment][0]
     fmt = job.formats[path]
     assert fmt is not None
@@ -298,8 +306,11 @@ def assemble(job: Plan, segment: int, cfg: AuditConfig, answers: list[bytes]) ->
     engine.inputs = own
     summaries = {s.path: s for s in own}
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
     except OSError:
+        return None
+    size = st.st_size
+    if planned is None or planned != (size, st.st_mtime_ns):
         return None
     pieces = sorted((p for p in map(Piece.decode, answers) if p is not None), key=lambda p: p.start)
     contexts = engine.open_group([path], summaries)
