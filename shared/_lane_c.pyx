@@ -461,22 +461,7 @@ cdef class CSide:
         return 0
 
     cdef void pop(self) noexcept:
-        cdef long long n = self.nheap - 1, i = 0, c, v
-        self.nheap = n
-        if n == 0:
-            return
-        v = self.heap[n]
-        while True:
-            c = 2 * i + 1
-            if c >= n:
-                break
-            if c + 1 < n and self.heap[c + 1] < self.heap[c]:
-                c += 1
-            if v <= self.heap[c]:
-                break
-            self.heap[i] = self.heap[c]
-            i = c
-        self.heap[i] = v
+        self.nheap = heap_pop(self.heap, self.nheap)
 
     cdef Lvl *best(self) noexcept:
         """The best present level, or NULL for an empty side (stale heap entries dropped)."""
@@ -636,8 +621,7 @@ cdef class CSide:
             e.dirty = 0
             lay_level(side, e, pkeys, price_key, missing, self.bid)
         self.ndirty = 0
-        if len(side._text_of) > 4 * len(side.levels) + 1024:  # where Side._apply_fast compacts
-            side._compact()
+        side.compact_if_sparse()
         return 0
 
     def overlay(self):
@@ -728,8 +712,7 @@ def lay_overlay(object side, bytes packed, dict pkeys, object price_key, object 
     for i in range(n):
         memcpy(&e, p + i * sizeof(Lvl), sizeof(Lvl))
         lay_level(side, &e, pkeys, price_key, missing, bid)
-    if len(side._text_of) > 4 * len(side.levels) + 1024:
-        side._compact()
+    side.compact_if_sparse()
 
 
 # -- the lane ------------------------------------------------------------------------------
@@ -777,7 +760,6 @@ cdef class Lane:
     cdef bint reset_one  # an id of 1 is a reset (Bybit): Python's
     # Which emptiness of the lists of levels is past its shape warm-up (by Scan.mask).
     cdef bint allowed[4]
-    cdef public int used_masks  # bit m: a line of mask m was taken (speculative runs)
     # The shape watch of the file's venue, the bound shape with its level lists empty or not
     # (by mask) and their fingerprints: a line of a shape still in its warm-up is checked by
     # the watch here, as the Python path would.
@@ -838,7 +820,6 @@ cdef class Lane:
         self.synced = -1
         self.speculative = False
         self.kept = []
-        self.used_masks = 0
         self.watch = None
         self.warm_up = 100
 
@@ -968,7 +949,7 @@ cdef class Lane:
             if secs is None:
                 return 0
             self.iso_seconds = secs
-            memcpy_19(self.iso_head, p)
+            memcpy(self.iso_head, p, 19)
             self.iso_known = True
         q = p + 19
         if q < sp - 1:
@@ -1372,7 +1353,6 @@ cdef class Lane:
                 break
             t = self.messages
             mask = self.sc.mask()
-            self.used_masks |= 1 << mask
             if self.mask_count[mask] <= warm_up:
                 # Until its shape is past the warm-up, a message counts in the shape watch.
                 self.mask_count[mask] += 1
@@ -1423,7 +1403,6 @@ cdef class Lane:
             "first_us": self.first_us,
             "last_us": self.last_us,
             "drifts": self.drifts,
-            "masks": self.used_masks,
             "shapes": self.shapes,
             "rows": self.rows,
             "start_next_emit": self.start_next_emit,
@@ -1431,12 +1410,6 @@ cdef class Lane:
             "bids": self.cbids.overlay(),
             "asks": self.casks.overlay(),
         }
-
-
-cdef inline void memcpy_19(char *dst, const char *src) noexcept:
-    cdef int i
-    for i in range(19):
-        dst[i] = src[i]
 
 
 cdef int flush_hist(dict hist, HistSlot *hs) except -1:

@@ -184,9 +184,13 @@ class Side:
 
     def _apply_fast(self, levels: Iterable[Any]) -> list[Any] | None:
         bad = apply_levels(self.levels, self._text_of, self._heap, self.bid, levels)
+        self.compact_if_sparse()
+        return bad
+
+    def compact_if_sparse(self) -> None:
+        """Compact when most key texts and heap entries belong to levels that are gone."""
         if len(self._text_of) > 4 * len(self.levels) + 1024:
             self._compact()
-        return bad
 
     def _apply_checked(self, levels: Iterable[Any]) -> list[Any] | None:
         """Level by level, checking shapes; used for odd input and for Decimal keys."""

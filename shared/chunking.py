@@ -30,7 +30,7 @@ import orjson
 from shared import fastlane
 from shared.auditors import AuditConfig
 from shared.engine import Engine, SegmentResult, _FileContext
-from shared.formats.lines import GZIP_MAGIC, line_start, span_blocks
+from shared.formats.lines import is_gzip, line_start, span_blocks
 from shared.model import Fault
 from shared.planning import Plan
 from shared.snapshots import BookRows
@@ -55,10 +55,18 @@ def chunk_bytes() -> int:
 
 def _plain(path: str) -> bool:
     try:
-        with open(path, "rb") as fh:
-            return fh.read(2) != GZIP_MAGIC
+        return not is_gzip(path)
     except OSError:
         return False
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    """Size and modification time of ``path`` (what a chunk checks against the plan)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def chunks_for(
@@ -78,12 +86,11 @@ def chunks_for(
     fmt = job.formats.get(path)
     if fmt not in fastlane.FORMATS or not _plain(path):
         return []
-    try:
-        st = os.stat(path)
-    except OSError:
+    here = _stat(path)
+    if here is None:
         return []
-    size = st.st_size
-    if planned is not None and planned.get(path) != (size, st.st_mtime_ns):
+    size, mtime_ns = here
+    if planned is not None and planned.get(path) != here:
         return []  # not here as it was planned: read whole, through the worker's checks
     head = min(HEAD_BYTES, size_of_chunk)
     if size < head + 2 * size_of_chunk or not _one_depth_stream(path, fmt):
@@ -97,7 +104,7 @@ def chunks_for(
                 "start": cuts[i],
                 "end": cuts[i + 1],
                 "size": size,
-                "mtime_ns": st.st_mtime_ns,
+                "mtime_ns": mtime_ns,
                 "drift_ms": cfg.drift_ms,
                 "book_interval_us": cfg.book_interval_us,
                 "book_depth": cfg.book_depth,
@@ -210,8 +217,7 @@ def run_chunk(args: dict[str, Any]) -> bytes:
     if not fastlane.available() or fmt not in fastlane.FORMATS:
         return b""
     try:
-        st = os.stat(path)
-        if st.st_size != args["size"] or st.st_mtime_ns != args["mtime_ns"]:
+        if _stat(path) != (args["size"], args["mtime_ns"]):
             return b""
         start = line_start(path, args["start"])
         if start >= args["end"]:
@@ -305,13 +311,10 @@ def assemble(
     engine = Engine(cfg)
     engine.inputs = own
     summaries = {s.path: s for s in own}
-    try:
-        st = os.stat(path)
-    except OSError:
+    here = _stat(path)
+    if here is None or here != planned:
         return None
-    size = st.st_size
-    if planned is None or planned != (size, st.st_mtime_ns):
-        return None
+    size = here[0]
     pieces = sorted((p for p in map(Piece.decode, answers) if p is not None), key=lambda p: p.start)
     contexts = engine.open_group([path], summaries)
     ctx = contexts[path]

@@ -87,31 +87,42 @@ class _Binding(NamedTuple):
     symbol: bytes
 
 
-def _fields(sig: list[tuple[int, bytes, int]]) -> dict[bytes, tuple[int, int]] | None:
-    """The fields of the message's event (Binance: the ``data`` object of a combined-stream
-    envelope, else the message itself): name -> (index, type); None when a name repeats."""
-    top = {k: (i, t) for i, (depth, k, t) in enumerate(sig) if depth == 0}
-    start, depth = 0, 0
-    if b"stream" in top and b"data" in top:
-        if top[b"data"][1] != _T_OBJ:
-            return None
-        start, depth = top[b"data"][0] + 1, 1
-    out: dict[bytes, tuple[int, int]] = {}
+Signature = list[tuple[int, bytes, int]]
+Fields = dict[bytes, tuple[int, int]]
+
+
+def _object_fields(sig: Signature, start: int, depth: int) -> Fields | None:
+    """The fields of the object whose first field is ``sig[start]`` (at ``depth``): name ->
+    (index, type); None when a name repeats."""
+    out: Fields = {}
     for i in range(start, len(sig)):
         d, k, t = sig[i]
-        if d < depth or t == _T_END:
+        if d < depth or (t == _T_END and d == depth):  # the end of this object
             break
         if d != depth:
             continue
         if k in out:
             return None
         out[k] = (i, t)
-    if depth == 0 and len(out) != len(top):
-        return None
     return out
 
 
-Signature = list[tuple[int, bytes, int]]
+def _typed(fields: Fields, want: dict[bytes, int]) -> bool:
+    return all(name in fields and fields[name][1] == t for name, t in want.items())
+
+
+def _level_lists(sig: Signature, fields: Fields) -> tuple[int, int] | None:
+    """Which lists of levels (by order in the line) are the bids (``b``) and the asks (``a``)."""
+    lists = [i for i, (_, _, t) in enumerate(sig) if t in (_T_LEVELS, _T_EMPTY)]
+    bids, asks = fields.get(b"b"), fields.get(b"a")
+    if (
+        bids is None
+        or asks is None
+        or bids[1] not in (_T_LEVELS, _T_EMPTY)
+        or asks[1] not in (_T_LEVELS, _T_EMPTY)
+    ):
+        return None
+    return lists.index(bids[0]), lists.index(asks[0])
 
 
 def roles_of(obj: Any, sig: Signature) -> tuple[dict[str, Any], str] | None:
@@ -131,24 +142,14 @@ def _bybit_roles(obj: dict[str, Any], sig: Signature) -> tuple[dict[str, Any], s
         return None
     if not isinstance(data, dict) or not isinstance(data.get("s"), str) or not data["s"]:
         return None
-    top = {k: (i, t) for i, (depth, k, t) in enumerate(sig) if depth == 0}
-    if len(top) != len([1 for depth, _, _ in sig if depth == 0]) or top.get(b"data", (0, 0))[1] != _T_OBJ:
+    top = _object_fields(sig, 0, 0)
+    if top is None or top.get(b"data", (0, 0))[1] != _T_OBJ:
         return None
-    inner: dict[bytes, tuple[int, int]] = {}
-    for i in range(top[b"data"][0] + 1, len(sig)):
-        _, k, t = sig[i]
-        if t == _T_END:
-            break
-        if k in inner:
-            return None
-        inner[k] = (i, t)
-    want = {b"topic": (top, _T_STR), b"type": (top, _T_STR), b"ts": (top, _T_INT)}
-    want.update({b"s": (inner, _T_STR), b"u": (inner, _T_INT)})
-    if any(name not in where or where[name][1] != t for name, (where, t) in want.items()):
+    inner = _object_fields(sig, top[b"data"][0] + 1, 1)
+    if inner is None or not _typed(top, {b"topic": _T_STR, b"type": _T_STR, b"ts": _T_INT}):
         return None
-    lists = [i for i, (_, _, t) in enumerate(sig) if t in (_T_LEVELS, _T_EMPTY)]
-    sides = [inner.get(b"b"), inner.get(b"a")]
-    if any(side is None or side[1] not in (_T_LEVELS, _T_EMPTY) for side in sides):
+    lists = _level_lists(sig, inner)
+    if lists is None or not _typed(inner, {b"s": _T_STR, b"u": _T_INT}):
         return None
     symbol = data["s"]
     roles = {
@@ -164,33 +165,30 @@ def _bybit_roles(obj: dict[str, Any], sig: Signature) -> tuple[dict[str, Any], s
         "last": inner[b"u"][0],
         "prev": -1,
         "reset_one": True,  # u == 1 is a full snapshot after a restart (BookMsg.reset)
-        "bids": lists.index(sides[0][0]),  # type: ignore[index]
-        "asks": lists.index(sides[1][0]),  # type: ignore[index]
+        "bids": lists[0],
+        "asks": lists[1],
     }
     return roles, symbol
 
 
 def _binance_roles(obj: dict[str, Any], sig: Signature) -> tuple[dict[str, Any], str] | None:
     """Binance ``depthUpdate`` diffs, in a combined-stream envelope or bare."""
-    fields = _fields(sig)
-    if fields is None:
-        return None
     data = obj.get("data", obj) if "stream" in obj else obj
     if not isinstance(data, dict) or data.get("e") != "depthUpdate" or "lastUpdateId" in data:
         return None
-    want = {b"e": (_T_STR,), b"E": (_T_INT,), b"s": (_T_STR,), b"U": (_T_INT,), b"u": (_T_INT,)}
-    if any(name not in fields or fields[name][1] not in types for name, types in want.items()):
-        return None
-    sides = []
-    for name in (b"b", b"a"):
-        got = fields.get(name)
-        if got is None or got[1] not in (_T_LEVELS, _T_EMPTY):
+    fields = _object_fields(sig, 0, 0)
+    if fields is not None and b"stream" in fields and b"data" in fields:  # a combined-stream envelope
+        if fields[b"data"][1] != _T_OBJ:
             return None
-        sides.append(got)
-    prev = fields.get(b"pu")
-    if prev is not None and prev[1] != _T_INT:
+        fields = _object_fields(sig, fields[b"data"][0] + 1, 1)
+    if fields is None or not _typed(
+        fields, {b"e": _T_STR, b"E": _T_INT, b"s": _T_STR, b"U": _T_INT, b"u": _T_INT}
+    ):
         return None
-    lists = [i for i, (_, _, t) in enumerate(sig) if t in (_T_LEVELS, _T_EMPTY)]
+    lists = _level_lists(sig, fields)
+    prev = fields.get(b"pu")
+    if lists is None or (prev is not None and prev[1] != _T_INT):
+        return None
     symbol = data["s"]
     roles = {
         "kind": fields[b"e"][0],
@@ -201,8 +199,8 @@ def _binance_roles(obj: dict[str, Any], sig: Signature) -> tuple[dict[str, Any],
         "first": fields[b"U"][0],
         "last": fields[b"u"][0],
         "prev": prev[0] if prev is not None else -1,
-        "bids": lists.index(sides[0][0]),
-        "asks": lists.index(sides[1][0]),
+        "bids": lists[0],
+        "asks": lists[1],
     }
     return roles, symbol
 
