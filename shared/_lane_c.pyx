@@ -641,12 +641,12 @@ cdef class CSide:
                 n += 1
         return bytes(out)
 
-    cdef int take(self, bytes packed) except -1:
-        """Hold the levels of ``packed`` (``overlay``'s), for look-ups."""
+    cdef int take(self, bytes packed, long long more=0) except -1:
+        """Hold the levels of ``packed`` (``overlay``'s), for look-ups (and room for ``more``)."""
         cdef const char *p = PyBytes_AS_STRING(packed)
         cdef long long n = PyBytes_GET_SIZE(packed) // sizeof(Lvl), i, cap = 1024
         cdef Lvl *e
-        while cap < 4 * n + 16:
+        while cap < 4 * (n + more) + 16:
             cap *= 2
         self.reset(cap)
         for i in range(n):
@@ -713,6 +713,34 @@ def lay_overlay(object side, bytes packed, dict pkeys, object price_key, object 
         memcpy(&e, p + i * sizeof(Lvl), sizeof(Lvl))
         lay_level(side, &e, pkeys, price_key, missing, bid)
     side.compact_if_sparse()
+
+
+def compose(bytes first, bytes then):
+    """One overlay for two speculative runs one after the other: on any side, laying it
+    (:func:`lay_overlay`) leaves the levels that laying ``first`` and then ``then`` would."""
+    cdef const char *p = PyBytes_AS_STRING(then)
+    cdef long long n = PyBytes_GET_SIZE(then) // sizeof(Lvl), i
+    cdef CSide out = CSide(True)
+    cdef const Lvl *x
+    cdef Lvl *e
+    out.take(first, n)
+    for i in range(n):
+        x = <const Lvl *>(p + i * sizeof(Lvl))
+        e = out.slot(x.price)
+        if e.state == ABSENT:
+            memcpy(e, x, sizeof(Lvl))
+            out.used += 1
+        elif x.state == PRESENT and x.inherit and e.state == PRESENT:
+            # An update of a level the first run left: the text it left stays.
+            memcpy(e.qtext, x.qtext, x.qlen)
+            e.qlen = x.qlen
+        else:
+            # Deleted, written with its own text, or back after the first run deleted it
+            # (then its own text too: the side no longer holds another).
+            memcpy(e, x, sizeof(Lvl))
+            if e.state == PRESENT:
+                e.inherit = 0
+    return out.overlay()
 
 
 # -- the lane ------------------------------------------------------------------------------
@@ -1446,17 +1474,21 @@ cdef class Base:
     cdef bint bid
 
     def __cinit__(self, object side):
-        cdef dict d = side.levels
+        """The levels of a Python side (``shared.book.Side``); none for None."""
+        cdef dict d
         cdef long long i = 0, price
         cdef bytes b
-        self.bid = side.bid
-        self.n = len(d)
         self.texts = []
         self.by_price = {}
         self.ok = False
+        self.n = 0 if side is None else len(side.levels)
         self.levels = <PriceAt *>malloc((self.n + 1) * sizeof(PriceAt))
         if self.levels == NULL:
             raise MemoryError()
+        if side is None:
+            return
+        d = side.levels
+        self.bid = side.bid
         if side.exact:
             return
         for p, q in d.items():
@@ -1475,6 +1507,54 @@ cdef class Base:
 
     def __dealloc__(self):
         free(self.levels)
+
+    def after(self, bytes packed):
+        """This side once the overlay ``packed`` is laid on it, as :func:`lay_overlay` would
+        leave the Python side; None where this one is not a side the lane reads."""
+        cdef const char *p = PyBytes_AS_STRING(packed)
+        cdef long long m = PyBytes_GET_SIZE(packed) // sizeof(Lvl), i, n = 0, price
+        cdef CSide ov = CSide(self.bid)
+        cdef Base out = Base(None)
+        cdef const Lvl *x
+        cdef Lvl *e
+        if not self.ok:
+            return None
+        ov.take(packed)
+        free(out.levels)
+        out.levels = <PriceAt *>malloc((self.n + m + 1) * sizeof(PriceAt))
+        if out.levels == NULL:
+            raise MemoryError()
+        out.bid = self.bid
+        texts, by_price = out.texts, out.by_price
+        for i in range(self.n):
+            price = self.levels[i].price
+            e = ov.slot(price)
+            pb, qb = self.texts[self.levels[i].index]
+            if e.state == DELETED:
+                continue
+            if e.state == PRESENT:
+                if not e.inherit:
+                    pb = PyUnicode_FromStringAndSize(e.ptext, e.plen)
+                qb = PyUnicode_FromStringAndSize(e.qtext, e.qlen)
+            out.levels[n].price = price
+            out.levels[n].index = n
+            texts.append((pb, qb))
+            by_price[price] = pb
+            n += 1
+        for i in range(m):
+            x = <const Lvl *>(p + i * sizeof(Lvl))
+            if x.state != PRESENT or x.price in self.by_price:
+                continue
+            pb = PyUnicode_FromStringAndSize(x.ptext, x.plen)
+            out.levels[n].price = x.price
+            out.levels[n].index = n
+            texts.append((pb, PyUnicode_FromStringAndSize(x.qtext, x.qlen)))
+            by_price[x.price] = pb
+            n += 1
+        out.n = n
+        qsort(out.levels, n, sizeof(PriceAt), cmp_desc if self.bid else cmp_asc)
+        out.ok = True
+        return out
 
     cdef long long *touched(self, CSide overlay) except NULL:
         """For each level (best first), the message that first touched it (a large number

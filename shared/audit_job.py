@@ -14,6 +14,7 @@ from shared.auditors import AuditConfig
 from shared.chunking import assemble, chunks_for, run_chunk
 from shared.engine import SegmentResult, audit_segment, combine
 from shared.formats.lines import reading_from
+from shared.input_digests import fill_in, hash_args, hashed_by_workers, identity, run_hash
 from shared.jobs import (
     JobPlan,
     SegmentContext,
@@ -41,10 +42,13 @@ NAME = "audit"
 CHUNKED = b"chunks"
 
 
-def plan_audit(paths: list[str], cfg: AuditConfig, out_dir: str, writer: Writer) -> tuple[str, JobPlan]:
+def plan_audit(
+    paths: list[str], cfg: AuditConfig, out_dir: str, writer: Writer, workers_hash: bool = True
+) -> tuple[str, JobPlan]:
     """Plan an audit job: its id and its plan.  The id depends on the inputs by content,
-    the options, the output directory and who writes the outputs."""
-    job = plan(paths)
+    the options, the output directory and who writes the outputs.  ``workers_hash``: a big
+    plain capture's SHA-256 is left to the workers (:mod:`shared.input_digests`)."""
+    job = plan(paths, hashed_by_workers if workers_hash else None)
     body = {
         "inputs": [i.as_json() for i in job.inputs],
         "formats": job.formats,
@@ -55,10 +59,10 @@ def plan_audit(paths: list[str], cfg: AuditConfig, out_dir: str, writer: Writer)
     files = [
         ref
         for i in job.inputs
-        if i.path in read and i.error is None and i.sha256 and (ref := file_ref(i.path, i.sha256)) is not None
+        if i.path in read and i.error is None and (ref := file_ref(i.path, i.sha256)) is not None
     ]
     basis = {
-        "inputs": sorted([i.path, i.sha256] for i in job.inputs),
+        "inputs": sorted([i.path, i.sha256 or identity(i.path)] for i in job.inputs),
         "config": asdict(cfg),
         "out": out_dir,
         "writer": writer.value,
@@ -86,11 +90,15 @@ class AuditKind:
 
     def run_segment(self, plan: JobPlan, segment: int, ctx: SegmentContext) -> Step:
         job, cfg = decode(plan)
-        chunks = chunks_for(job, segment, cfg, {f.path: (f.size, f.mtime_ns) for f in plan.files})
+        planned = _planned(plan)
+        chunks = chunks_for(job, segment, cfg, planned)
         if chunks:
-            return Step(CHUNKED, tuple(SubTask(Queue.BOOK, c) for c in chunks))
+            (path,) = job.segments[segment][0]
+            hashing = [hash_args(path, *planned[path])] if _unhashed(job, path) else []
+            return Step(CHUNKED, tuple(SubTask(Queue.BOOK, c) for c in hashing + chunks))
         with reading_from(ctx.blocks):
             result = audit_segment(job, segment, cfg, AnswerBook(()) if cfg.replay_sources else None)
+        fill_in(result.inputs, ctx.digests, planned)
         requests = requests_for(result.parts) if cfg.replay_sources else []
         if requests:
             asks = tuple(SubTask(Queue.REPLAY, r.as_json()) for r in requests)
@@ -107,17 +115,24 @@ class AuditKind:
         ctx: SegmentContext,
     ) -> Step:
         job, cfg = decode(plan)
+        planned = _planned(plan)
         if previous == CHUNKED:
             (path,) = job.segments[segment][0]
-            planned = next(((f.size, f.mtime_ns) for f in plan.files if f.path == path), None)
-            assembled = assemble(job, segment, cfg, answers, planned)
+            known = dict(ctx.digests)
+            if _unhashed(job, path):  # the first sub-task hashed the file
+                hashed, answers = answers[0].decode("ascii", "replace"), answers[1:]
+                known.setdefault(path, hashed)
+            assembled = assemble(job, segment, cfg, answers, planned.get(path))
             if assembled is None:  # the file is not here as the chunks read it: read it whole
                 with reading_from(ctx.blocks):
                     assembled = audit_segment(job, segment, cfg)
+                known = {**known, **ctx.digests}
+            fill_in(assembled.inputs, known, planned)
             return Step(assembled.encode(), messages=assembled.messages)
         decoded = [Answer.decode(a) for a in answers]
         with reading_from(ctx.blocks):
             result = audit_segment(job, segment, cfg, AnswerBook(decoded))
+        fill_in(result.inputs, ctx.digests, planned)
         for answer in decoded:
             add_stats(result.replay, answer.stats)
         return Step(result.encode(), messages=result.messages)
@@ -125,6 +140,8 @@ class AuditKind:
     def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, ctx: SubtaskContext) -> bytes:
         if "chunk" in args:
             return run_chunk(args["chunk"])
+        if "hash" in args:
+            return run_hash(args["hash"])
         _, cfg = decode(plan)
         request = FillRequest.from_json(args)
         sources = open_sources(cfg.replay_sources, ctx.redis)
@@ -136,11 +153,13 @@ class AuditKind:
 
     def failed_segment(self, plan: JobPlan, segment: int, reason: str) -> bytes:
         job, _ = decode(plan)
-        return SegmentResult.not_audited(job, segment, reason).encode()
+        result = SegmentResult.not_audited(job, segment, reason)
+        fill_in(result.inputs, {}, _planned(plan))
+        return result.encode()
 
     def failed_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, reason: str) -> bytes:
-        if "chunk" in args:
-            return b""  # the assembly reads that chunk itself
+        if "chunk" in args or "hash" in args:
+            return b""  # the last stage reads that chunk itself (or hashes the file)
         request = FillRequest.from_json(args)
         return Answer(request, reasons={"*": f"the fill task failed: {reason}"}).encode()
 
@@ -152,10 +171,20 @@ class AuditKind:
         return write_outputs(outcome, out_dir, input_sizes={f.path: f.size for f in plan.files})
 
 
+def _planned(plan: JobPlan) -> dict[str, tuple[int, int]]:
+    """Size and modification time of every file the job reads, as planned."""
+    return {f.path: (f.size, f.mtime_ns) for f in plan.files}
+
+
+def _unhashed(job: Plan, path: str) -> bool:
+    """The plan left the SHA-256 of ``path`` to the workers."""
+    return any(i.path == path and not i.sha256 for i in job.inputs)
+
+
 def run_in_process(paths: list[str], cfg: AuditConfig, out_dir: str) -> dict[str, Any]:
     """The audit job run stage by stage in this process (``retape audit --in-process`` with
     replay sources): the same kind, the same results, no broker."""
-    _, job_plan = plan_audit(paths, cfg, out_dir, Writer.SUBMITTER)
+    _, job_plan = plan_audit(paths, cfg, out_dir, Writer.SUBMITTER, workers_hash=False)
     return run_inline(AuditKind(), job_plan, out_dir)
 
 

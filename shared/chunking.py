@@ -29,6 +29,7 @@ import orjson
 
 from shared import fastlane
 from shared.auditors import AuditConfig
+from shared.book import Book
 from shared.engine import Engine, SegmentResult, _FileContext
 from shared.formats.lines import is_gzip, line_start, span_blocks
 from shared.model import Fault
@@ -38,6 +39,7 @@ from shared.snapshots import BookRows
 CHUNK_ENV = "RETAPE_CHUNK_MB"
 DEFAULT_CHUNK_MB = 32.0
 HEAD_BYTES = 1 << 20  # read by the assembly itself: the snapshot, the bridge, the warm-up
+FIRST_CHUNK_BYTES = 1 << 20  # the first chunk after the head; the next ones double up to a chunk
 TAIL_BYTES = 256 << 10  # read back before a chunk for its clock window (and more if need be)
 MAX_TAIL_BYTES = 64 << 20
 WINDOW = 33  # shared.checks.timing.WINDOW
@@ -95,7 +97,13 @@ def chunks_for(
     head = min(HEAD_BYTES, size_of_chunk)
     if size < head + 2 * size_of_chunk or not _one_depth_stream(path, fmt):
         return []
-    cuts = list(range(head, size, size_of_chunk)) + [size]
+    # The first chunks small, then doubling: a recording's stream may become live (bridged
+    # on its REST snapshot) only after the head, and a chunk that starts before is read again
+    # by the last stage, one line after the other.
+    cuts, step = [head], min(FIRST_CHUNK_BYTES, size_of_chunk)
+    while cuts[-1] < size:
+        cuts.append(min(size, cuts[-1] + step))
+        step = min(2 * step, size_of_chunk)
     return [
         {
             "chunk": {
@@ -258,6 +266,7 @@ def run_chunk(args: dict[str, Any]) -> bytes:
     found = lane.speculation()
     if not found["messages"]:
         return b""
+    found["top_local"] = max(lane.locals_)  # the latest receive time (read here, in parallel)
     piece = Piece(
         start,
         start + stop,
@@ -319,16 +328,19 @@ def assemble(
     contexts = engine.open_group([path], summaries)
     ctx = contexts[path]
     pos = line = 0
+    laid = _Laid()
     for piece in pieces:
         if piece.start < pos:
             continue
         if pos < piece.start:
+            laid.flush()  # the Python path reads the book
             line = engine.read_range(contexts, path, fmt, pos, piece.start, line)
             pos = piece.start
-        if _lay(engine, ctx, piece, line, cfg):
+        if _lay(engine, ctx, piece, line, cfg, laid):
             line += piece.messages
             ctx.summary.lines += piece.messages
             pos = piece.stop
+    laid.flush()
     if pos < size:
         engine.read_range(contexts, path, fmt, pos, size, line)
     engine.close_group(contexts)
@@ -336,7 +348,45 @@ def assemble(
     return SegmentResult(segment, own, engine.parts, engine.malformed, engine.book_rows)
 
 
-def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditConfig) -> bool:
+class _Laid:
+    """The chunks laid on one book since the Python path last read it: the book's sides as
+    the next chunk finds them (``_lane_c.Base``), and the chunks' overlays composed into one,
+    laid on the Python book only when something reads it (:meth:`flush`)."""
+
+    def __init__(self) -> None:
+        self.book: Book | None = None
+        self.bases: tuple[Any, Any] | None = None
+        self.overlays: tuple[bytes, bytes] | None = None
+
+    def bases_of(self, book: Book) -> tuple[Any, Any]:
+        """The sides of ``book`` with every chunk laid so far."""
+        if self.book is not book or self.bases is None:
+            self.flush()
+            self.book = book
+            self.bases = fastlane.base(book.bids), fastlane.base(book.asks)
+        return self.bases
+
+    def add(self, bids: bytes, asks: bytes) -> None:
+        """Lay one more chunk's overlays (on the sides :meth:`bases_of` gave)."""
+        assert self.bases is not None
+        if self.overlays is None:
+            self.overlays = bids, asks
+        else:
+            self.overlays = fastlane.compose(self.overlays[0], bids), fastlane.compose(self.overlays[1], asks)
+        after = self.bases[0].after(bids), self.bases[1].after(asks)
+        self.bases = None if after[0] is None or after[1] is None else after
+        if self.bases is None:
+            self.flush()
+
+    def flush(self) -> None:
+        """Lay the composed overlays on the Python book."""
+        if self.book is not None and self.overlays is not None:
+            fastlane.lay_overlay(self.book.bids, self.overlays[0])
+            fastlane.lay_overlay(self.book.asks, self.overlays[1])
+        self.book = self.bases = self.overlays = None
+
+
+def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditConfig, laid: _Laid) -> bool:
     """Lay ``piece`` on the engine's state when its assumptions hold there exactly; False
     (nothing changed) when they do not."""
     session = fastlane.session_ready(ctx)
@@ -378,7 +428,7 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
         return False
     if sink is None and rows:
         return False
-    bids, asks = fastlane.base(book.bids), fastlane.base(book.asks)
+    bids, asks = laid.bases_of(book)
     crossed = fastlane.resolve(
         bids, asks, found["bids"], found["asks"], piece.best, piece.messages, aud.crossed, aud.safe
     )
@@ -406,15 +456,14 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
                 aud._note("book_rows_withheld_unsafe")
     if sink is not None:
         aud.next_emit_us = found["next_emit"]
-    fastlane.lay_overlay(book.bids, found["bids"])
-    fastlane.lay_overlay(book.asks, found["asks"])
+    laid.add(found["bids"], found["asks"])
     m = piece.messages
     res = aud.result
     res.messages += m
     res.saw(found["first_us"])
     res.saw(found["last_us"])
     aud.deltas_since_snapshot += m
-    top = max(locals_)
+    top = found["top_local"]
     if aud.last_local_us is None or top > aud.last_local_us:
         aud.last_local_us = top
     aud.last_seen_us = aud.applied_us = locals_[-1]

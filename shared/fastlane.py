@@ -242,10 +242,13 @@ def watch_after(
     watch: ShapeWatch, obj: Any, sig: Signature, seen: list[tuple[int, int]]
 ) -> ShapeWatch | None:
     """A copy of ``watch`` after the messages ``seen`` ((message, mask): ``obj``'s shape with
-    its level lists empty or not by ``mask``, in order); None where one of them would be a
-    format change (a finding the lane does not make)."""
-    after = copy.deepcopy(watch)
+    its level lists empty or not by ``mask``, in order), ``watch`` itself when there are none;
+    None where one of them would be a format change (a finding the lane does not make)."""
     variants = dict(_list_variants(obj, sig))
+    masks = {mask for _, mask in seen}
+    if all(watch.fingerprints.get(fingerprint(variants[mask]), 0) > WARM_UP for mask in masks):
+        return watch  # every shape past its warm-up: the watch records nothing
+    after = copy.deepcopy(watch)
     for _, mask in seen:
         if after.check(variants[mask]) is not None:
             return None
@@ -271,6 +274,11 @@ def _list_variants(obj: Any, sig: Signature) -> Iterator[tuple[int, Any]]:
                 holder = holder[name]
             holder[path[-1]] = filled if mask >> i & 1 else []
         yield mask, variant
+
+
+# Up to this many streams fed by a file, the lane asks each whether it is ready before reading
+# a line to bind to (the diffs of a recording before its REST snapshot all go to Python).
+_FEW_STREAMS = 4
 
 
 def ready(engine: Engine, ctx: _FileContext, key: StreamKey) -> BookAuditor | None:
@@ -419,6 +427,10 @@ class LaneReader:
     def _bind(self, raw: bytes) -> _Binding | None:
         ctx, lane = self.ctx, self.lane
         watch = ctx.shapes
+        if len(ctx.stream_keys) <= _FEW_STREAMS and not any(
+            ready(self.engine, ctx, k) is not None for k in ctx.stream_keys
+        ):
+            return None  # no stream of the file is ready (before a bridge): skip reading the line
         session = session_ready(ctx)
         read = _read_roles(lane, raw) if session is not None and watch is not None else None
         if read is None:
@@ -507,6 +519,13 @@ def resolve(*args: Any) -> Any:
 def rows(*args: Any) -> Any:
     assert _C is not None
     return _C.rows(*args)
+
+
+def compose(first: bytes, then: bytes) -> bytes:
+    """One overlay for two runs one after the other (``_lane_c.compose``)."""
+    assert _C is not None
+    out: bytes = _C.compose(first, then)
+    return out
 
 
 def lay_overlay(side: Any, entries: bytes) -> None:

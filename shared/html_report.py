@@ -19,6 +19,7 @@ for everything; the findings are sorted here since their order may depend on the
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import os
@@ -69,6 +70,13 @@ LATENCY_BINS = 60  # about: the histogram between the 0.1% and 99.9% quantiles
 WORST = 10  # streams named above the fold
 
 _TEMPLATES = "templates"
+_PAGE = "report.html.j2"
+
+
+def compile_page() -> None:
+    """Compile the page now (a worker does it before its pool forks, so the aggregator's
+    first report does not wait for it)."""
+    _environment().get_template(_PAGE)
 
 
 def write_html(report: Mapping[str, Any], streams: Sequence[StreamResult], out_dir: str) -> str:
@@ -90,7 +98,7 @@ def render_html(report: Mapping[str, Any], streams: Sequence[StreamResult]) -> s
             raise ValueError(f"stream {i}: report {key} but result {tuple(result.key)}")
         entries.append(_stream_entry(i, row, result))
     env = _environment()
-    template = env.get_template("report.html.j2")
+    template = env.get_template(_PAGE)
     return template.render(
         summary=_summary(report, entries),
         streams=sorted(entries, key=lambda e: (e["score"], e["i"])),  # the worst first, as the script sorts
@@ -105,7 +113,10 @@ def render_html(report: Mapping[str, Any], streams: Sequence[StreamResult]) -> s
 # The page's pieces
 
 
+@functools.cache
 def _environment() -> Environment:
+    """One environment per process: it keeps the compiled page (compiling it costs more than
+    rendering a report), so a long-lived aggregator compiles it once."""
     env = Environment(
         loader=PackageLoader("shared", _TEMPLATES),
         autoescape=True,

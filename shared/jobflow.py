@@ -186,8 +186,9 @@ def _pass_on(store: JobStore, sender: Sender, plan: JobPlan, segment: int, stage
     if step.final:
         finish_segment(store, sender, plan, segment, stage)
         return
-    answers = store.answers(segment, stage, len(step.subtasks))
-    missing = [n for n, answer in enumerate(answers) if answer is None]
+    subs = range(len(step.subtasks))
+    answered = store.answered(segment, stage, subs)
+    missing = [n for n in subs if not answered[n]]
     if not missing:  # every answer is in: the barrier's tripper may have died before acting
         _next_stage(store, sender, plan, segment, stage + 1)
         return
@@ -217,7 +218,7 @@ def run_subtask(
     if raw is None:
         raise RuntimeError(f"segment {segment} stage {stage} has no record for its sub-task {sub}")
     step = decode_step(raw)
-    if store.answers(segment, stage, sub + 1)[sub] is None:
+    if not store.answered(segment, stage, [sub])[0]:
         kind = kind_named(plan.kind)
         answer = kind.run_subtask(
             plan, segment, stage, step.subtasks[sub].args, ctx or SubtaskContext(store.client)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -188,9 +188,11 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class SegmentContext:
-    """What a worker gives a kind to run a segment: where the input bytes come from."""
+    """What a worker gives a kind to run a segment: where the input bytes come from, and the
+    SHA-256 of each file read through them to its end (filled in as they are read)."""
 
     blocks: BlockSource
+    digests: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

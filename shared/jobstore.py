@@ -23,6 +23,8 @@ Both sides use it: producers submit, resume and wait; workers record.  Keys are 
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -54,6 +56,22 @@ if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', tonumber(ARGV[3])) then retur
 return 0
 """
 )
+
+# The same for a value already written to KEYS[3] (a large one: not passed through the
+# script): moved to KEYS[2] when live and not there yet, else dropped.
+_MOVE_ONCE = (
+    _LIVE
+    + """
+if not live() then redis.call('DEL', KEYS[3]) return -1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('DEL', KEYS[3]) return 0 end
+redis.call('RENAME', KEYS[3], KEYS[2])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+return 1
+"""
+)
+# From this size a value is written first, then moved in place: a script that gets it as an
+# argument copies it twice, on the one thread Redis has.
+MOVE_FROM_BYTES = 64 << 10
 
 # INCR with an expiry, if live (-1 when not).
 _INCR = (
@@ -293,7 +311,12 @@ class JobStore:
         return self._once(keys.stage_result(self.job_id, segment, stage), data)
 
     def _once(self, key: str, data: bytes | int) -> bool:
-        got = self._live_call(_PUT_ONCE, [key], data, JOB_TTL_S)
+        if isinstance(data, bytes) and len(data) >= MOVE_FROM_BYTES:
+            upload = f"{key}:upload:{secrets.token_hex(6)}"
+            self.client.set(upload, data, ex=JOB_TTL_S)
+            got = self._live_call(_MOVE_ONCE, [key, upload], JOB_TTL_S)
+        else:
+            got = self._live_call(_PUT_ONCE, [key], data, JOB_TTL_S)
         if got < 0:
             raise NotRunning(f"job {self.job_id} is not running at epoch {self.epoch}")
         return got == 1
@@ -343,6 +366,14 @@ class JobStore:
         for sub in range(count):
             pipe.get(keys.sub_result(self.job_id, segment, stage, sub))
         return list(pipe.execute())
+
+    def answered(self, segment: int, stage: int, subs: Sequence[int]) -> list[bool]:
+        """Whether each sub-task of ``subs`` has its answer (without reading the answers,
+        which may be large)."""
+        pipe = self.client.pipeline(transaction=False)
+        for sub in subs:
+            pipe.exists(keys.sub_result(self.job_id, segment, stage, sub))
+        return [bool(n) for n in pipe.execute()]
 
     # -- barriers ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -194,8 +194,12 @@ def sha256_of(path: str) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def summarise(entry: Found) -> tuple[InputSummary, str | None]:
-    """The summary of one entry and its capture format (None when it is not to be read)."""
+def summarise(
+    entry: Found, hash_later: Callable[[str], bool] | None = None
+) -> tuple[InputSummary, str | None]:
+    """The summary of one entry and its capture format (None when it is not to be read).
+    Its SHA-256 is left empty when ``hash_later(path)`` says the workers hash it (see
+    :func:`plan`)."""
     summary = InputSummary(shown_path(entry.path))
     problem = entry.problem or _name_problem(entry.path) or _kind_problem(entry.path)
     if problem is not None:
@@ -203,7 +207,8 @@ def summarise(entry: Found) -> tuple[InputSummary, str | None]:
         summary.error = problem
         return summary, None
     try:
-        summary.sha256 = sha256_of(entry.path)
+        if hash_later is None or not hash_later(entry.path):
+            summary.sha256 = sha256_of(entry.path)
         summary.format = detect(entry.path)
     except OSError as exc:
         summary.audited = False
@@ -294,19 +299,31 @@ class Plan:
         return [replace(i) for i in self.inputs if i.path in files]
 
 
-def plan(paths: Sequence[str]) -> Plan:
+def plan(paths: Sequence[str], hash_later: Callable[[str], bool] | None = None) -> Plan:
     """Recognise every file under ``paths``, probe the head of each capture group and cut the
-    captures into segments (see :func:`segments_of`)."""
+    captures into segments (see :func:`segments_of`).
+
+    ``hash_later(path)`` True: the file's SHA-256 is not computed here but by the workers that
+    read it (its summary's ``sha256`` stays empty until their results fill it in), so a big
+    recording is not read once more, on one core, before its work is shared out.  A file not
+    read by any segment is hashed here all the same."""
     # The probe reads with the engine, which imports this module: import it when planning.
     from shared.engine import probe_group
 
     inputs: list[InputSummary] = []
     formats: dict[str, str | None] = {}
     for entry in expand_paths(paths):
-        summary, fmt = summarise(entry)
+        summary, fmt = summarise(entry, hash_later)
         inputs.append(summary)
         formats[summary.path] = fmt
     captures = [i.path for i in inputs if formats[i.path] not in (None, "empty")]
+    for i in inputs:
+        if not i.sha256 and i.audited and i.path not in captures:
+            try:
+                i.sha256 = sha256_of(i.path)
+            except OSError as exc:
+                i.audited = False
+                i.error = f"cannot read: {exc.strerror or exc}"
     groups = capture_groups(captures, formats)
     heads = [probe_group(group, formats) for group in groups]
     return Plan(inputs, formats, segments_of(groups, heads))

@@ -232,3 +232,96 @@ def test_spans_of_a_file_are_its_lines_once_each(tmp_path: Path, monkeypatch: py
                 parts = block.split(b"\n")
                 got.extend(parts[:-1] if block.endswith(b"\n") else parts)
         assert got == whole
+
+
+# -- the SHA-256 of a big recording, left to the workers ------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _shown_sha(out: Path, path: Path) -> str:
+    report = orjson.loads((out / "report.json").read_bytes())
+    (entry,) = [i for i in report["inputs"] if i["path"] == str(path)]
+    return str(entry["sha256"])
+
+
+def test_the_planner_leaves_a_big_recordings_hash_to_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planned for workers, a capture big enough to be cut is not hashed first: its id names
+    it by size, times, inode and both ends, and a hash sub-task runs beside the chunks; the
+    report still names it by its SHA-256, with the bytes of one process."""
+    from shared.jobs import Writer, run_inline
+
+    path = _capture(tmp_path, 12_000, spot=False, iso=False, faults=True)
+    single, _ = _audit(path, tmp_path / "single", 0, monkeypatch)
+    monkeypatch.setenv(chunking.CHUNK_ENV, "0.15")
+    job, plan = audit_job.plan_audit([str(path)], AuditConfig(), str(tmp_path / "out"), Writer.SUBMITTER)
+    (summary,) = audit_job.inputs_of(plan)
+    assert summary.sha256 == ""
+    assert [f.path for f in plan.files] == [str(path)]
+    again, _ = audit_job.plan_audit([str(path)], AuditConfig(), str(tmp_path / "out"), Writer.SUBMITTER)
+    assert again == job  # the same submission is the same job
+    step = audit_job.KIND.run_segment(plan, 0, audit_job.SegmentContext(lambda p: iter(())))
+    assert step.result == audit_job.CHUNKED
+    assert "hash" in step.subtasks[0].args and all("chunk" in t.args for t in step.subtasks[1:])
+    run_inline(audit_job.KIND, plan, str(tmp_path / "out"))
+    assert _shown_sha(tmp_path / "out", path) == _sha256(path)
+    assert outputs(tmp_path / "out") == single
+    # The hash sub-task failed (or ran where the file is not): the last stage hashes it.
+    monkeypatch.setattr(audit_job, "run_hash", lambda args: b"")
+    run_inline(audit_job.KIND, plan, str(tmp_path / "failed"))
+    assert outputs(tmp_path / "failed") == single
+    # Any write makes another job, even one that keeps the size and modification time.
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    middle = data.index(b'"b":[["', len(data) // 2) + 7
+    data[middle] = ord("9") if data[middle] != ord("9") else ord("8")
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    changed, _ = audit_job.plan_audit([str(path)], AuditConfig(), str(tmp_path / "out"), Writer.SUBMITTER)
+    assert changed != job
+
+
+def test_a_recording_read_whole_is_hashed_as_it_is_read(tmp_path: Path) -> None:
+    """A big capture that is not cut (its head mixes other messages in) is hashed by the
+    worker as it reads it, here through the broker: the report names it by its SHA-256."""
+    path = _capture(tmp_path, 12_000, spot=False, iso=False, faults=False)
+    lines = path.read_bytes().split(b"\n")
+    ticker = b' {"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":1,"s":"BTCUSDT"}}'
+    mixed = [
+        x
+        for n, line in enumerate(lines[:-1])
+        for x in (line, line.split(b" ")[0] + ticker)[: 1 + (n % 5 == 1)]
+    ]
+    path.write_bytes(b"\n".join(mixed) + b"\n")
+    assert path.stat().st_size > 1 << 20
+    out, single = tmp_path / "out", tmp_path / "single"
+    environ = env(**{chunking.CHUNK_ENV: "0.15", "RETAPE_READ_INPUTS": "broker"})
+    got = retape("audit", str(path), "--out", str(out), "--no-progress", "--workers", "1", environ=environ)
+    assert got.returncode == 0, got.stderr
+    assert retape("audit", str(path), "--out", str(single), "--in-process", "--quiet").returncode == 0
+    assert _shown_sha(out, path) == _sha256(path)
+    assert outputs(out) == outputs(single)
+
+
+def test_a_worker_keeps_the_hash_of_each_file_it_read_to_the_end(tmp_path: Path) -> None:
+    from shared.errors import DataCorrupt
+    from shared.jobs import file_ref
+    from workers.data import direct_blocks
+
+    path = tmp_path / "capture.txt"
+    path.write_bytes(b"1 {}\n" * 500_000)
+    unhashed = file_ref(str(path), "")
+    assert unhashed is not None
+    digests: dict[str, str] = {}
+    assert b"".join(direct_blocks(unhashed, digests)) == path.read_bytes()
+    assert digests == {str(path): _sha256(path)}
+    submitted = file_ref(str(path), "0" * 64)  # submitted with other bytes
+    assert submitted is not None
+    with pytest.raises(DataCorrupt, match="do not match the SHA-256"):
+        b"".join(direct_blocks(submitted, {}))

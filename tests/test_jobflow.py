@@ -200,3 +200,22 @@ def test_the_guard_counts_starts_and_gives_back_transient_ones(tries: int) -> No
     assert guard.bury("t2", "task", ["job"], "book", "bad input") is True
     assert guard.bury("t2", "task", ["job"], "book", "bad input") is False  # once
     assert guard.letters()[-1]["reason"] == "bad input"
+
+
+def test_a_large_answer_is_written_once_and_only_while_the_job_runs(tmp_path: Path) -> None:
+    """Large values are written apart and moved in place (not passed through a script):
+    still once, still only at the running epoch, and no upload key is left behind."""
+    from shared.jobstore import MOVE_FROM_BYTES
+
+    store, plan = _job(tmp_path, "large")
+    live = jobflow.submit(store, Queue(store, random.Random(3)), plan, Writer.SUBMITTER, "me", True).store
+    big, other = b"a" * MOVE_FROM_BYTES, b"b" * (MOVE_FROM_BYTES * 3)
+    assert live.put_answer(0, 0, 0, big)
+    assert not live.put_answer(0, 0, 0, other)  # a redelivered task: the first answer stays
+    assert live.answers(0, 0, 1) == [big]
+    assert live.answered(0, 0, [0, 1]) == [True, False]
+    stale = store.at(str(int(live.epoch or 0) + 1))
+    with pytest.raises(NotRunning):
+        stale.put_answer(0, 0, 1, other)
+    assert live.answered(0, 0, [1]) == [False]
+    assert [k for k in store.client.keys("*") if b"upload" in k] == []

@@ -48,21 +48,26 @@ def unchanged_here(ref: FileRef) -> bool:
     return st.st_size == ref.size and st.st_mtime_ns == ref.mtime_ns and os.access(ref.path, os.R_OK)
 
 
-def _check(path: str, digest: Any, expected: str, how: str) -> None:
-    if digest.hexdigest() != expected:
+def _check(ref: FileRef, digest: Any, how: str, digests: dict[str, str] | None) -> None:
+    """The bytes read end to end are the ones submitted (when the plan has their SHA-256; a
+    big file's is left to the workers: it is then recorded in ``digests``)."""
+    got = digest.hexdigest()
+    if digests is not None:
+        digests[ref.path] = got
+    if ref.sha256 and got != ref.sha256:
         raise DataCorrupt(
-            f"{path}: the bytes {how} do not match the SHA-256 it was submitted with "
+            f"{ref.path}: the bytes {how} do not match the SHA-256 it was submitted with "
             "(changed since it was submitted?)"
         )
 
 
-def direct_blocks(ref: FileRef) -> Iterator[bytes]:
+def direct_blocks(ref: FileRef, digests: dict[str, str] | None = None) -> Iterator[bytes]:
     digest = hashlib.sha256()
     with open(ref.path, "rb") as fh:
         while block := fh.read(READ_BLOCK):
             digest.update(block)
             yield block
-    _check(ref.path, digest, ref.sha256, "read from disk")
+    _check(ref, digest, "read from disk", digests)
 
 
 class SegmentBlocks:
@@ -84,11 +89,12 @@ class SegmentBlocks:
         self.gen: int | None = None  # taken at the first read through the broker
         self.attempt = 0  # the job's attempt then: a producer taking the job over changes it
         self.bytes_read = 0
+        self.digests: dict[str, str] = {}  # SHA-256 of each file read to its end
 
     def __call__(self, path: str) -> Iterator[bytes]:
         file_no, ref = self.files[path]
         if self.direct and unchanged_here(ref):
-            return direct_blocks(ref)
+            return direct_blocks(ref, self.digests)
         return self._through_broker(file_no, ref)
 
     def _through_broker(self, file_no: int, ref: FileRef) -> Iterator[bytes]:
@@ -118,7 +124,7 @@ class SegmentBlocks:
                     if b"error" in fields:
                         problem = fields[b"error"].decode("utf-8", "replace")
                         raise DataCorrupt(f"{ref.path}: the producer cannot read it any more: {problem}")
-                    _check(ref.path, digest, ref.sha256, "received through the broker")
+                    _check(ref, digest, "received through the broker", self.digests)
                     return
                 block = fields[b"b"] if b"b" in fields else zlib.decompress(fields[b"z"])
                 digest.update(block)

@@ -52,7 +52,8 @@ def segment_task(self: SegmentTask, job: str, epoch: int, segment: int, stage: i
     store = self.store(job, epoch)
 
     def context(plan: JobPlan, index: int) -> SegmentContext:
-        return SegmentContext(SegmentBlocks(store, index, plan.files))
+        blocks = SegmentBlocks(store, index, plan.files)
+        return SegmentContext(blocks, blocks.digests)
 
     jobflow.run_stage(store, self.sender(), segment, stage, context)
 
