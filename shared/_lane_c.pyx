@@ -715,32 +715,43 @@ def lay_overlay(object side, bytes packed, dict pkeys, object price_key, object 
     side.compact_if_sparse()
 
 
-def compose(bytes first, bytes then):
-    """One overlay for two speculative runs one after the other: on any side, laying it
-    (:func:`lay_overlay`) leaves the levels that laying ``first`` and then ``then`` would."""
-    cdef const char *p = PyBytes_AS_STRING(then)
-    cdef long long n = PyBytes_GET_SIZE(then) // sizeof(Lvl), i
-    cdef CSide out = CSide(True)
-    cdef const Lvl *x
-    cdef Lvl *e
-    out.take(first, n)
-    for i in range(n):
-        x = <const Lvl *>(p + i * sizeof(Lvl))
-        e = out.slot(x.price)
-        if e.state == ABSENT:
-            memcpy(e, x, sizeof(Lvl))
-            out.used += 1
-        elif x.state == PRESENT and x.inherit and e.state == PRESENT:
-            # An update of a level the first run left: the text it left stays.
-            memcpy(e.qtext, x.qtext, x.qlen)
-            e.qlen = x.qlen
-        else:
-            # Deleted, written with its own text, or back after the first run deleted it
-            # (then its own text too: the side no longer holds another).
-            memcpy(e, x, sizeof(Lvl))
-            if e.state == PRESENT:
-                e.inherit = 0
-    return out.overlay()
+cdef class Composed:
+    """The overlays of speculative runs laid one after the other, as one: on any side, laying
+    :meth:`overlay` (:func:`lay_overlay`) leaves the levels that laying each in turn would."""
+
+    cdef CSide acc
+
+    def __cinit__(self):
+        self.acc = CSide(True)
+
+    def add(self, bytes then):
+        """One more run's overlay, laid after the ones added before."""
+        cdef const char *p = PyBytes_AS_STRING(then)
+        cdef long long n = PyBytes_GET_SIZE(then) // sizeof(Lvl), i
+        cdef CSide acc = self.acc
+        cdef const Lvl *x
+        cdef Lvl *e
+        for i in range(n):
+            if (acc.used + 1) * 2 > acc.cap:
+                acc.grow(True)
+            x = <const Lvl *>(p + i * sizeof(Lvl))
+            e = acc.slot(x.price)
+            if e.state == ABSENT:
+                memcpy(e, x, sizeof(Lvl))
+                acc.used += 1
+            elif x.state == PRESENT and x.inherit and e.state == PRESENT:
+                # An update of a level the runs before left: the text they left stays.
+                memcpy(e.qtext, x.qtext, x.qlen)
+                e.qlen = x.qlen
+            else:
+                # Deleted, written with its own text, or back after a run before deleted it
+                # (then its own text too: the side no longer holds another).
+                memcpy(e, x, sizeof(Lvl))
+                if e.state == PRESENT:
+                    e.inherit = 0
+
+    def overlay(self):
+        return self.acc.overlay()
 
 
 # -- the lane ------------------------------------------------------------------------------
@@ -1447,114 +1458,92 @@ cdef int flush_hist(dict hist, HistSlot *hs) except -1:
     return 0
 
 
-cdef struct PriceAt:
-    long long price
-    long long index  # into Base.texts
-
-
 cdef int cmp_asc(const void *x, const void *y) noexcept nogil:
-    cdef long long a = (<PriceAt *>x).price, b = (<PriceAt *>y).price
+    cdef long long a = (<long long *>x)[0], b = (<long long *>y)[0]
     return (a > b) - (a < b)
 
 
 cdef int cmp_desc(const void *x, const void *y) noexcept nogil:
-    cdef long long a = (<PriceAt *>x).price, b = (<PriceAt *>y).price
+    cdef long long a = (<long long *>x)[0], b = (<long long *>y)[0]
     return (a < b) - (a > b)
 
 
 cdef class Base:
     """One side of the book a chunk's overlay lies on, as the assembly finds it: its levels
-    by scaled price, best first, with their texts."""
+    by scaled price with their texts (read as the lane reads a Python side), and their
+    prices best first.  The chunks laid one after the other are laid on it too (:meth:`lay`),
+    so the Python side is read once for a run of chunks."""
 
-    cdef PriceAt *levels
+    cdef CSide levels
+    cdef long long *prices  # PRESENT prices, best first
     cdef long long n
-    cdef public list texts  # (price text, quantity text) by PriceAt.index
-    cdef public dict by_price  # scaled price -> price text
     cdef public bint ok  # every level a text the lane reads
     cdef bint bid
 
     def __cinit__(self, object side):
-        """The levels of a Python side (``shared.book.Side``); none for None."""
-        cdef dict d
-        cdef long long i = 0, price
-        cdef bytes b
-        self.texts = []
-        self.by_price = {}
-        self.ok = False
-        self.n = 0 if side is None else len(side.levels)
-        self.levels = <PriceAt *>malloc((self.n + 1) * sizeof(PriceAt))
-        if self.levels == NULL:
-            raise MemoryError()
-        if side is None:
-            return
-        d = side.levels
         self.bid = side.bid
-        if side.exact:
-            return
-        for p, q in d.items():
-            if type(p) is not str or type(q) is not str or not (<str>p).isascii():
-                return
-            b = (<str>p).encode("ascii")
-            if not scaled_price(b, len(b), &price):
-                return
-            self.levels[i].price = price
-            self.levels[i].index = i
-            self.texts.append((p, q))
-            self.by_price[price] = p
-            i += 1
-        qsort(self.levels, self.n, sizeof(PriceAt), cmp_desc if self.bid else cmp_asc)
-        self.ok = True
+        self.prices = NULL
+        self.n = 0
+        self.levels = CSide(self.bid)
+        self.ok = not side.exact and self.levels.load(side)
+        if self.ok:
+            self.sort()
 
     def __dealloc__(self):
-        free(self.levels)
+        free(self.prices)
 
-    def after(self, bytes packed):
-        """This side once the overlay ``packed`` is laid on it, as :func:`lay_overlay` would
-        leave the Python side; None where this one is not a side the lane reads."""
+    cdef int sort(self) except -1:
+        cdef CSide t = self.levels
+        cdef long long i, n = 0
+        free(self.prices)
+        self.prices = <long long *>malloc((t.live + 1) * sizeof(long long))
+        if self.prices == NULL:
+            raise MemoryError()
+        for i in range(t.cap):
+            if t.table[i].state == PRESENT:
+                self.prices[n] = t.table[i].price
+                n += 1
+        self.n = n
+        qsort(self.prices, n, sizeof(long long), cmp_desc if self.bid else cmp_asc)
+        return 0
+
+    def lay(self, bytes packed):
+        """Lay the overlay ``packed`` here, as :func:`lay_overlay` would on the Python side;
+        False (nothing changed) where this side is not one the lane reads."""
         cdef const char *p = PyBytes_AS_STRING(packed)
-        cdef long long m = PyBytes_GET_SIZE(packed) // sizeof(Lvl), i, n = 0, price
-        cdef CSide ov = CSide(self.bid)
-        cdef Base out = Base(None)
+        cdef long long m = PyBytes_GET_SIZE(packed) // sizeof(Lvl), i
+        cdef CSide t = self.levels
         cdef const Lvl *x
         cdef Lvl *e
         if not self.ok:
-            return None
-        ov.take(packed)
-        free(out.levels)
-        out.levels = <PriceAt *>malloc((self.n + m + 1) * sizeof(PriceAt))
-        if out.levels == NULL:
-            raise MemoryError()
-        out.bid = self.bid
-        texts, by_price = out.texts, out.by_price
-        for i in range(self.n):
-            price = self.levels[i].price
-            e = ov.slot(price)
-            pb, qb = self.texts[self.levels[i].index]
-            if e.state == DELETED:
-                continue
-            if e.state == PRESENT:
-                if not e.inherit:
-                    pb = PyUnicode_FromStringAndSize(e.ptext, e.plen)
-                qb = PyUnicode_FromStringAndSize(e.qtext, e.qlen)
-            out.levels[n].price = price
-            out.levels[n].index = n
-            texts.append((pb, qb))
-            by_price[price] = pb
-            n += 1
+            return False
         for i in range(m):
+            if (t.used + 1) * 2 > t.cap:
+                t.grow(False)  # drops the deleted prices
             x = <const Lvl *>(p + i * sizeof(Lvl))
-            if x.state != PRESENT or x.price in self.by_price:
-                continue
-            pb = PyUnicode_FromStringAndSize(x.ptext, x.plen)
-            out.levels[n].price = x.price
-            out.levels[n].index = n
-            texts.append((pb, PyUnicode_FromStringAndSize(x.qtext, x.qlen)))
-            by_price[x.price] = pb
-            n += 1
-        out.n = n
-        qsort(out.levels, n, sizeof(PriceAt), cmp_desc if self.bid else cmp_asc)
-        out.ok = True
-        return out
+            e = t.slot(x.price)
+            if x.state == PRESENT:
+                if e.state != PRESENT:
+                    if e.state == ABSENT:
+                        t.used += 1
+                    t.live += 1
+                    e.price = x.price
+                    e.state = PRESENT
+                    e.dirty = e.inherit = e.retexted = 0
+                    e.first = -1
+                    memcpy(e.ptext, x.ptext, x.plen)
+                    e.plen = x.plen
+                elif not x.inherit:  # written with its own text (else the side's stays)
+                    memcpy(e.ptext, x.ptext, x.plen)
+                    e.plen = x.plen
+                memcpy(e.qtext, x.qtext, x.qlen)
+                e.qlen = x.qlen
+            elif x.state == DELETED and e.state == PRESENT:
+                e.state = DELETED
+                e.dirty = 0
+                t.live -= 1
+        self.sort()
+        return True
 
     cdef long long *touched(self, CSide overlay) except NULL:
         """For each level (best first), the message that first touched it (a large number
@@ -1565,9 +1554,21 @@ cdef class Base:
         if at == NULL:
             raise MemoryError()
         for i in range(self.n):
-            e = overlay.slot(self.levels[i].price)
+            e = overlay.slot(self.prices[i])
             at[i] = e.first if e.state != ABSENT else 9223372036854775807LL
         return at
+
+    cdef object held(self, long long price):
+        """The text of ``price`` here, or None where this side does not hold it."""
+        cdef Lvl *e = self.levels.slot(price)
+        if e.state != PRESENT:
+            return None
+        return PyUnicode_FromStringAndSize(e.ptext, e.plen)
+
+    cdef tuple level(self, long long price):
+        """(price, price text, quantity text) of a price held here."""
+        cdef Lvl *e = self.levels.slot(price)
+        return (price, PyUnicode_FromStringAndSize(e.ptext, e.plen), PyUnicode_FromStringAndSize(e.qtext, e.qlen))
 
     cdef object text_at(self, long long price, bint from_base, CSide overlay):
         """The text the book shows for ``price``: the book's own where the run did not touch
@@ -1575,20 +1576,30 @@ cdef class Base:
         delete)."""
         cdef Lvl *e
         if from_base:
-            return self.by_price[price]
+            return self.held(price)
         e = overlay.slot(price)
         if e.retexted:
             return None
-        if e.inherit and price in self.by_price:  # the book's text stays
-            return self.by_price[price]
-        return e.ptext[:e.plen].decode("ascii")
+        if e.inherit:
+            held = self.held(price)
+            if held is not None:  # the book's text stays
+                return held
+        return PyUnicode_FromStringAndSize(e.ptext, e.plen)
 
 
-def resolve(Base bids, Base asks, bytes ov_bids, bytes ov_asks, object best,
+def overlay_table(bytes packed):
+    """A speculative run's overlay (``CSide.overlay``) as a table, for :func:`resolve` and
+    :func:`rows`."""
+    cdef CSide t = CSide(True)
+    t.take(packed)
+    return t
+
+
+def resolve(Base bids, Base asks, CSide ob_side, CSide oa_side, object best,
             long long messages, bint crossed, bint safe):
     """The crossed-book findings of a speculative run, now that the book it started from is
-    known (``bids`` and ``asks``, before the overlay is laid): ``ov_*`` the run's overlay
-    (``CSide.overlay``), ``best`` its (message, best bid, best ask) records.  Returns
+    known (``bids`` and ``asks``, before the overlay is laid): ``ob_side`` and ``oa_side``
+    the run's overlay (:func:`overlay_table`), ``best`` its (message, best bid, best ask) records.  Returns
     ([(message, best bid text, best ask text)], crossed at the end), or None where a level of
     the book is not a text the lane reads, or a finding would need a text the run did not
     keep (a price deleted and written anew)."""
@@ -1598,12 +1609,9 @@ def resolve(Base bids, Base asks, bytes ov_bids, bytes ov_asks, object best,
     cdef long long *at = NULL
     cdef long long nb = bids.n, na = asks.n
     cdef bint now
-    cdef CSide ob_side = CSide(True), oa_side = CSide(False)
     cdef long long[:] bestv = best
     if not bids.ok or not asks.ok:
         return None
-    ob_side.take(ov_bids)
-    oa_side.take(ov_asks)
     try:
         bt = bids.touched(ob_side)
         at = asks.touched(oa_side)
@@ -1619,8 +1627,8 @@ def resolve(Base bids, Base asks, bytes ov_bids, bytes ov_asks, object best,
                 ia += 1
             if not safe:
                 continue
-            bbb = bids.levels[ib].price if ib < nb else NONE
-            bba = asks.levels[ia].price if ia < na else NONE
+            bbb = bids.prices[ib] if ib < nb else NONE
+            bba = asks.prices[ia] if ia < na else NONE
             bid = ob if ob > bbb else bbb
             if oa == NONE:
                 ask = bba
@@ -1642,20 +1650,17 @@ def resolve(Base bids, Base asks, bytes ov_bids, bytes ov_asks, object best,
         free(at)
 
 
-def rows(Base bids, Base asks, bytes ov_bids, bytes ov_asks, list due, int depth):
+def rows(Base bids, Base asks, CSide ob_side, CSide oa_side, list due, int depth):
     """The rebuilt-book rows due inside a chunk (``due``: (message, local, exch, best bids,
     best asks) as the run knew them): at each, the best levels of the book that the chunk had
     not touched by then merged with the chunk's own.  [(local, exch, bids, asks)], each side
     a list of (price text, quantity text), best first."""
-    cdef CSide ob_side = CSide(True), oa_side = CSide(False)
     cdef Base base
     cdef CSide ov
     cdef long long *first
     cdef long long *nxt
     cdef long long i, prev, t, n, head
     cdef int side
-    ob_side.take(ov_bids)
-    oa_side.take(ov_asks)
     out = []
     state = []
     try:
@@ -1689,13 +1694,12 @@ def rows(Base bids, Base asks, bytes ov_bids, bytes ov_asks, list due, int depth
                         else:
                             nxt[prev] = nxt[i]
                     else:
-                        kept.append((base.levels[i].price,) + base.texts[base.levels[i].index])
+                        kept.append(base.level(base.prices[i]))
                         prev = i
                     i = nxt[i]
                 state[side][2] = head
                 top = top_b if side == 0 else top_a
-                known = [(k, base.by_price[k] if inherit and k in base.by_price else p, q)
-                         for k, p, q, inherit in top]
+                known = [(k, (base.held(k) or p) if inherit else p, q) for k, p, q, inherit in top]
                 merged = sorted(known + kept, reverse=side == 0)[:depth]
                 row.append([(p, q) for _, p, q in merged])
             out.append((local, exch, row[0], row[1]))

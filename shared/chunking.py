@@ -19,6 +19,7 @@ it is cut: whatever depends on the lines before a chunk is either proven equal o
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from array import array
@@ -97,13 +98,7 @@ def chunks_for(
     head = min(HEAD_BYTES, size_of_chunk)
     if size < head + 2 * size_of_chunk or not _one_depth_stream(path, fmt):
         return []
-    # The first chunks small, then doubling: a recording's stream may become live (bridged
-    # on its REST snapshot) only after the head, and a chunk that starts before is read again
-    # by the last stage, one line after the other.
-    cuts, step = [head], min(FIRST_CHUNK_BYTES, size_of_chunk)
-    while cuts[-1] < size:
-        cuts.append(min(size, cuts[-1] + step))
-        step = min(2 * step, size_of_chunk)
+    cuts = _cuts(head, size, size_of_chunk)
     return [
         {
             "chunk": {
@@ -120,6 +115,29 @@ def chunks_for(
         }
         for i in range(len(cuts) - 1)
     ]
+
+
+def _cuts(head: int, size: int, size_of_chunk: int) -> list[int]:
+    """Where the chunks of a file of ``size`` bytes start (and the last ends), after its head.
+
+    The first chunks are small, then double: a recording's stream may become live (bridged
+    on its REST snapshot) only after the head, and a chunk that starts before is read again
+    by the last stage, one line after the other.  The last ones halve, so that the workers
+    run out of chunks at nearly the same time.  In between they are of one size, at most
+    ``size_of_chunk``."""
+    first = min(FIRST_CHUNK_BYTES, size_of_chunk)
+    up = list(itertools.takewhile(lambda n: n < size_of_chunk, (first << k for k in range(64))))
+    down = [n for n in (size_of_chunk // 2, size_of_chunk // 4, size_of_chunk // 8) if n >= first]
+    middle = size - head - sum(up) - sum(down)
+    if middle < size_of_chunk:  # too small for both ends: doubling from the head only
+        cuts, step = [head], first
+        while cuts[-1] < size:
+            cuts.append(min(size, cuts[-1] + step))
+            step = min(2 * step, size_of_chunk)
+        return cuts
+    count = -(-middle // size_of_chunk)
+    sizes = up + [middle // count + (k < middle % count) for k in range(count)] + down
+    return list(itertools.accumulate(sizes, initial=head))
 
 
 def _one_depth_stream(path: str, fmt: str) -> bool:
@@ -356,7 +374,7 @@ class _Laid:
     def __init__(self) -> None:
         self.book: Book | None = None
         self.bases: tuple[Any, Any] | None = None
-        self.overlays: tuple[bytes, bytes] | None = None
+        self.overlays: tuple[Any, Any] | None = None  # _lane_c.Composed, bids and asks
 
     def bases_of(self, book: Book) -> tuple[Any, Any]:
         """The sides of ``book`` with every chunk laid so far."""
@@ -370,19 +388,17 @@ class _Laid:
         """Lay one more chunk's overlays (on the sides :meth:`bases_of` gave)."""
         assert self.bases is not None
         if self.overlays is None:
-            self.overlays = bids, asks
-        else:
-            self.overlays = fastlane.compose(self.overlays[0], bids), fastlane.compose(self.overlays[1], asks)
-        after = self.bases[0].after(bids), self.bases[1].after(asks)
-        self.bases = None if after[0] is None or after[1] is None else after
-        if self.bases is None:
-            self.flush()
+            self.overlays = fastlane.composed(), fastlane.composed()
+        self.overlays[0].add(bids)
+        self.overlays[1].add(asks)
+        if not (self.bases[0].lay(bids) and self.bases[1].lay(asks)):
+            self.flush()  # (cannot be: the chunk's crossed checks read these sides)
 
     def flush(self) -> None:
         """Lay the composed overlays on the Python book."""
         if self.book is not None and self.overlays is not None:
-            fastlane.lay_overlay(self.book.bids, self.overlays[0])
-            fastlane.lay_overlay(self.book.asks, self.overlays[1])
+            fastlane.lay_overlay(self.book.bids, self.overlays[0].overlay())
+            fastlane.lay_overlay(self.book.asks, self.overlays[1].overlay())
         self.book = self.bases = self.overlays = None
 
 
@@ -429,9 +445,8 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
     if sink is None and rows:
         return False
     bids, asks = laid.bases_of(book)
-    crossed = fastlane.resolve(
-        bids, asks, found["bids"], found["asks"], piece.best, piece.messages, aud.crossed, aud.safe
-    )
+    overlays = fastlane.overlay_table(found["bids"]), fastlane.overlay_table(found["asks"])
+    crossed = fastlane.resolve(bids, asks, *overlays, piece.best, piece.messages, aud.crossed, aud.safe)
     if crossed is None:
         return False
     events, crossed_after = crossed
@@ -448,7 +463,7 @@ def _lay(engine: Engine, ctx: _FileContext, piece: Piece, line: int, cfg: AuditC
     if rows:
         assert isinstance(sink, BookRows)
         if aud.in_sync:
-            due = fastlane.rows(bids, asks, found["bids"], found["asks"], rows, sink.depth)
+            due = fastlane.rows(bids, asks, *overlays, rows, sink.depth)
             for local, exch, best_bids, best_asks in due:
                 sink.add(key, local, exch, best_bids, best_asks)
         else:

@@ -511,6 +511,12 @@ def base(side: Any) -> Any:
     return _C.Base(side)
 
 
+def overlay_table(packed: bytes) -> Any:
+    """A speculative run's overlay as a table (``_lane_c.overlay_table``)."""
+    assert _C is not None
+    return _C.overlay_table(packed)
+
+
 def resolve(*args: Any) -> Any:
     assert _C is not None
     return _C.resolve(*args)
@@ -521,11 +527,10 @@ def rows(*args: Any) -> Any:
     return _C.rows(*args)
 
 
-def compose(first: bytes, then: bytes) -> bytes:
-    """One overlay for two runs one after the other (``_lane_c.compose``)."""
+def composed() -> Any:
+    """Overlays laid one after the other, as one (``_lane_c.Composed``)."""
     assert _C is not None
-    out: bytes = _C.compose(first, then)
-    return out
+    return _C.Composed()
 
 
 def lay_overlay(side: Any, entries: bytes) -> None:

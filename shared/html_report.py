@@ -74,9 +74,10 @@ _PAGE = "report.html.j2"
 
 
 def compile_page() -> None:
-    """Compile the page now (a worker does it before its pool forks, so the aggregator's
-    first report does not wait for it)."""
+    """Compile the page and read Plotly's script now (a worker does it before its pool
+    forks, so the aggregator's first report does not wait for them)."""
     _environment().get_template(_PAGE)
+    _plotly_js()
 
 
 def write_html(report: Mapping[str, Any], streams: Sequence[StreamResult], out_dir: str) -> str:
@@ -105,7 +106,7 @@ def render_html(report: Mapping[str, Any], streams: Sequence[StreamResult]) -> s
         fault_kinds=list(FAULT_KINDS),
         style=Markup(_source(env, "report.css")),
         script=Markup(_script_text(_source(env, "report.js"))),
-        plotly_js=Markup(_script_text(_plotly_js())),
+        plotly_js=Markup(_plotly_js()),
     )
 
 
@@ -140,10 +141,12 @@ def _source(env: Environment, name: str) -> str:
     return env.loader.get_source(env, name)[0]
 
 
+@functools.cache
 def _plotly_js() -> str:
+    """Plotly's script, ready for the page (read and escaped once per process: 3.5 MB)."""
     from plotly.offline import get_plotlyjs
 
-    return str(get_plotlyjs())
+    return _script_text(str(get_plotlyjs()))
 
 
 def _script_text(js: str) -> str:
