@@ -34,6 +34,12 @@ through Redis), its time against the direct-read 2-worker time, and the peak of 
 ``used_memory`` above its idle level (sampled every 20 ms from a thread) against the bound
 the feeder's window sets: ``WINDOW_BLOCKS`` x ``BLOCK_SIZE`` x readers.
 
+Then one recording across workers, twice: the real capture continued to ``--one-recording-mb``
+MB (354) and a stream of ``--one-recording-messages`` small messages (1 000 000), each one
+plain file of one stream that the workers audit in chunks (:mod:`shared.chunking`): one
+process, the pipeline with 1, 2 and 4 workers, interleaved, medians, 2 workers over 1
+(target >= 1.7) and whether every output is byte-identical to the one-process output.
+
 Every ratio compares runs of this one invocation; nothing here asserts a time.
 """
 
@@ -59,7 +65,7 @@ from typing import NamedTuple
 
 import redis
 
-from bench.run import ROOT, build_capture
+from bench.run import ROOT, build_capture, build_small_messages
 from producers.cli import audit_config as cli_config
 from producers.cli import build_parser
 from producers.feeder import BLOCK_SIZE, WINDOW_BLOCKS
@@ -569,18 +575,24 @@ def print_summary(plain: Ratios, packed: Ratios, memory_ok: bool) -> None:
 ONE_RECORDING_TARGET = 1.7
 
 
-def one_recording(server: RedisServer, work: Path, size_mb: float, repeat: int) -> bool:
-    """One plain recording of about ``size_mb`` MB (one stream: one segment, cut into chunks
-    for the workers): one process, then the pipeline with 1, 2 and 4 workers, interleaved;
-    medians, the ratios, and whether every output is byte-identical.  Returns the verdict
-    of 2 workers over 1 against its target."""
-    folder = work / "one-recording"
+def one_recording(server: RedisServer, work: Path, repeat: int, size_mb: float = 0, small: int = 0) -> bool:
+    """One plain recording (one stream: one segment, cut into chunks for the workers): the
+    real capture continued to about ``size_mb`` MB, or ``small`` small messages (the
+    ``make bench`` stream of about 8.5 level updates each).  One process, then the pipeline
+    with 1, 2 and 4 workers, interleaved; medians, the ratios, and whether every output is
+    byte-identical.  Returns the verdict of 2 workers over 1 against its target."""
+    folder = work / ("one-recording" if not small else "one-recording-small")
     folder.mkdir()
     path = folder / "btcusdt_20240808.txt"
-    messages, levels, _ = build_capture(copies_for(size_mb, work), path)
+    if small:
+        messages, levels = build_small_messages(path, small)
+        what = "small messages"
+    else:
+        messages, levels, _ = build_capture(copies_for(size_mb, work), path)
+        what = "depth messages"
     inputs = Inputs("one recording", folder, (path,), path.stat().st_size, messages, levels)
     print(
-        f"\none recording: {path} ({inputs.size / MB:.0f} MB plain, {messages:,} depth messages, "
+        f"\none recording: {path} ({inputs.size / MB:.0f} MB plain, {messages:,} {what}, "
         f"{levels:,} level updates; chunks of {chunking.chunk_bytes() / MB:.0f} MB)",
         flush=True,
     )
@@ -622,6 +634,7 @@ def one_recording(server: RedisServer, work: Path, size_mb: float, repeat: int) 
     same = "yes, every run" if not differing else f"NO ({'; '.join(sorted(differing))})"
     print(f"  outputs byte-identical to the one-process output: {same} ({describe_outputs(reference)})")
     shutil.rmtree(reference)
+    shutil.rmtree(folder)
     return two >= ONE_RECORDING_TARGET and not differing
 
 
@@ -640,6 +653,12 @@ def main() -> None:
         default=354,
         help="MB of the one plain recording run with 1, 2 and 4 workers (0: skip; default 354)",
     )
+    parser.add_argument(
+        "--one-recording-messages",
+        type=int,
+        default=1_000_000,
+        help="small messages of the second recording run with 1, 2 and 4 workers (0: skip; default 1000000)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="retape-bench-pipeline-"))
@@ -652,7 +671,9 @@ def main() -> None:
             print(f"broker: a redis-server of its own on {server.url}, no persistence", flush=True)
             results, reference = measure(server, [plain, packed], args.repeat, work)
             if args.one_recording_mb > 0:
-                one_recording(server, work, args.one_recording_mb, args.repeat)
+                one_recording(server, work, args.repeat, size_mb=args.one_recording_mb)
+            if args.one_recording_messages > 0:
+                one_recording(server, work, args.repeat, small=args.one_recording_messages)
         plain_ratios = print_matrix(results, plain, reference["plain"])
         gzip_ratios = print_matrix(results, packed, reference["gzip"])
         startups = broker_startups(work)

@@ -12,6 +12,7 @@ middle, a price written another way.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -325,3 +326,8 @@ def test_a_worker_keeps_the_hash_of_each_file_it_read_to_the_end(tmp_path: Path)
     assert submitted is not None
     with pytest.raises(DataCorrupt, match="do not match the SHA-256"):
         b"".join(direct_blocks(submitted, {}))
+    grown = dataclasses.replace(unhashed, size=unhashed.size - 5)  # written to since it was submitted
+    digests.clear()
+    with pytest.raises(DataCorrupt, match="changed since it was submitted"):
+        b"".join(direct_blocks(grown, digests))
+    assert digests == {}

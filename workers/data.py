@@ -48,26 +48,34 @@ def unchanged_here(ref: FileRef) -> bool:
     return st.st_size == ref.size and st.st_mtime_ns == ref.mtime_ns and os.access(ref.path, os.R_OK)
 
 
-def _check(ref: FileRef, digest: Any, how: str, digests: dict[str, str] | None) -> None:
-    """The bytes read end to end are the ones submitted (when the plan has their SHA-256; a
-    big file's is left to the workers: it is then recorded in ``digests``)."""
+def _check(ref: FileRef, digest: Any, length: int, how: str, digests: dict[str, str] | None) -> None:
+    """The bytes read end to end are the ones submitted: their SHA-256 where the plan has it;
+    where it left it to the workers (a big file), their length, and the digest is recorded in
+    ``digests``."""
     got = digest.hexdigest()
-    if digests is not None:
-        digests[ref.path] = got
     if ref.sha256 and got != ref.sha256:
         raise DataCorrupt(
             f"{ref.path}: the bytes {how} do not match the SHA-256 it was submitted with "
             "(changed since it was submitted?)"
         )
+    if not ref.sha256 and length != ref.size:
+        raise DataCorrupt(
+            f"{ref.path}: {length} bytes {how}, {ref.size} when it was submitted "
+            "(changed since it was submitted?)"
+        )
+    if digests is not None:
+        digests[ref.path] = got
 
 
 def direct_blocks(ref: FileRef, digests: dict[str, str] | None = None) -> Iterator[bytes]:
     digest = hashlib.sha256()
+    length = 0
     with open(ref.path, "rb") as fh:
         while block := fh.read(READ_BLOCK):
             digest.update(block)
+            length += len(block)
             yield block
-    _check(ref, digest, "read from disk", digests)
+    _check(ref, digest, length, "read from disk", digests)
 
 
 class SegmentBlocks:
@@ -106,6 +114,7 @@ class SegmentBlocks:
         key = keys.job_data(store.job_id, int(store.epoch or 0), self.segment, self.gen, file_no)
         store.poke((keys.job_wants(store.job_id), f"{store.epoch}:{self.segment}:{self.gen}:{file_no}"))
         digest = hashlib.sha256()
+        length = 0
         last = "0-0"
         idle_since = time.monotonic()
         while True:
@@ -124,10 +133,11 @@ class SegmentBlocks:
                     if b"error" in fields:
                         problem = fields[b"error"].decode("utf-8", "replace")
                         raise DataCorrupt(f"{ref.path}: the producer cannot read it any more: {problem}")
-                    _check(ref, digest, "received through the broker", self.digests)
+                    _check(ref, digest, length, "received through the broker", self.digests)
                     return
                 block = fields[b"b"] if b"b" in fields else zlib.decompress(fields[b"z"])
                 digest.update(block)
+                length += len(block)
                 self.bytes_read += len(block)
                 yield block
 
