@@ -715,6 +715,64 @@ def lay_overlay(object side, bytes packed, dict pkeys, object price_key, object 
     side.compact_if_sparse()
 
 
+cdef enum:
+    # An overlay on the wire: per level its price (8 bytes), the message that first touched
+    # it (8), its state, inherit and retexted flags and text lengths (5), then its texts.
+    WIRE_HEAD = 21
+
+
+def pack_overlay(bytes fixed):
+    """``CSide.overlay``'s records as they travel: the texts without their padding."""
+    cdef const char *p = PyBytes_AS_STRING(fixed)
+    cdef long long n = PyBytes_GET_SIZE(fixed) // sizeof(Lvl), i, o = 0
+    cdef const Lvl *e
+    out = bytearray(n * (WIRE_HEAD + 2 * LVL_TEXT))
+    cdef char *w = out
+    for i in range(n):
+        e = <const Lvl *>(p + i * sizeof(Lvl))
+        memcpy(w + o, &e.price, 8)
+        memcpy(w + o + 8, &e.first, 8)
+        w[o + 16] = <char>e.state
+        w[o + 17] = <char>e.inherit
+        w[o + 18] = <char>e.retexted
+        w[o + 19] = <char>e.plen
+        w[o + 20] = <char>e.qlen
+        memcpy(w + o + WIRE_HEAD, e.ptext, e.plen)
+        memcpy(w + o + WIRE_HEAD + e.plen, e.qtext, e.qlen)
+        o += WIRE_HEAD + e.plen + e.qlen
+    return bytes(out[:o])
+
+
+def unpack_overlay(bytes packed):
+    """The records :func:`pack_overlay` packed, as ``CSide.overlay`` gave them (not dirty)."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(packed)
+    cdef long long size = PyBytes_GET_SIZE(packed), o = 0, n = 0, i
+    cdef Lvl *e
+    while o + WIRE_HEAD <= size:
+        o += WIRE_HEAD + p[o + 19] + p[o + 20]
+        n += 1
+    if o != size:
+        raise ValueError("not a packed overlay")
+    out = bytearray(n * sizeof(Lvl))
+    cdef char *w = out
+    o = 0
+    for i in range(n):
+        e = <Lvl *>(w + i * sizeof(Lvl))
+        memcpy(&e.price, p + o, 8)
+        memcpy(&e.first, p + o + 8, 8)
+        e.state = p[o + 16]
+        e.inherit = p[o + 17]
+        e.retexted = p[o + 18]
+        e.plen = p[o + 19]
+        e.qlen = p[o + 20]
+        if e.plen > LVL_TEXT or e.qlen > LVL_TEXT:
+            raise ValueError("not a packed overlay")
+        memcpy(e.ptext, p + o + WIRE_HEAD, e.plen)
+        memcpy(e.qtext, p + o + WIRE_HEAD + e.plen, e.qlen)
+        o += WIRE_HEAD + e.plen + e.qlen
+    return bytes(out)
+
+
 cdef class Composed:
     """The overlays of speculative runs laid one after the other, as one: on any side, laying
     :meth:`overlay` (:func:`lay_overlay`) leaves the levels that laying each in turn would."""

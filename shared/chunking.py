@@ -195,8 +195,8 @@ class Piece:
             orjson.dumps(head),
             self.locals_.tobytes(),
             self.best.tobytes(),
-            self.found["bids"],
-            self.found["asks"],
+            fastlane.pack_overlay(self.found["bids"]),
+            fastlane.pack_overlay(self.found["asks"]),
         ]
         body = b"".join(struct.pack("<Q", len(p)) + p for p in parts)
         return body
@@ -217,7 +217,7 @@ class Piece:
         found["hist"] = {int(b): int(c) for b, c in found["hist"]}
         found["drifts"] = [tuple(d) for d in found["drifts"]]
         found["shapes"] = [tuple(d) for d in found["shapes"]]
-        found["bids"], found["asks"] = parts[3], parts[4]
+        found["bids"], found["asks"] = fastlane.unpack_overlay(parts[3]), fastlane.unpack_overlay(parts[4])
         locals_, best = array("q"), array("q")
         locals_.frombytes(parts[1])
         best.frombytes(parts[2])

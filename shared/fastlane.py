@@ -511,6 +511,19 @@ def base(side: Any) -> Any:
     return _C.Base(side)
 
 
+def pack_overlay(fixed: bytes) -> bytes:
+    """A speculative run's overlay as it travels (``_lane_c.pack_overlay``)."""
+    assert _C is not None
+    out: bytes = _C.pack_overlay(fixed)
+    return out
+
+
+def unpack_overlay(packed: bytes) -> bytes:
+    assert _C is not None
+    out: bytes = _C.unpack_overlay(packed)
+    return out
+
+
 def overlay_table(packed: bytes) -> Any:
     """A speculative run's overlay as a table (``_lane_c.overlay_table``)."""
     assert _C is not None

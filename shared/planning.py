@@ -300,8 +300,8 @@ class Plan:
 
 
 def plan(paths: Sequence[str], hash_later: Callable[[str], bool] | None = None) -> Plan:
-    """Recognise every file under ``paths``, probe the head of each capture group and cut the
-    captures into segments (see :func:`segments_of`).
+    """Recognise every file under ``paths``, probe the head of each capture group (where there
+    are several) and cut the captures into segments (see :func:`segments_of`).
 
     ``hash_later(path)`` True: the file's SHA-256 is not computed here but by the workers that
     read it (its summary's ``sha256`` stays empty until their results fill it in), so a big
@@ -325,5 +325,9 @@ def plan(paths: Sequence[str], hash_later: Callable[[str], bool] | None = None) 
                 i.audited = False
                 i.error = f"cannot read: {exc.strerror or exc}"
     groups = capture_groups(captures, formats)
-    heads = [probe_group(group, formats) for group in groups]
+    # One capture group is one segment whatever its head shows: no need to read it here.
+    if len(groups) > 1:
+        heads = [probe_group(group, formats) for group in groups]
+    else:
+        heads = [GroupHead(frozenset(), None) for _ in groups]
     return Plan(inputs, formats, segments_of(groups, heads))
