@@ -38,7 +38,7 @@ from shared.planning import Plan
 from shared.snapshots import BookRows
 
 CHUNK_ENV = "RETAPE_CHUNK_MB"
-DEFAULT_CHUNK_MB = 32.0
+DEFAULT_CHUNK_MB = 64.0
 HEAD_BYTES = 1 << 20  # read by the assembly itself: the snapshot, the bridge, the warm-up
 FIRST_CHUNK_BYTES = 1 << 20  # the first chunk after the head; the next ones double up to a chunk
 TAIL_BYTES = 256 << 10  # read back before a chunk for its clock window (and more if need be)
@@ -76,7 +76,7 @@ def chunks_for(
     job: Plan, segment: int, cfg: AuditConfig, planned: dict[str, tuple[int, int]] | None = None
 ) -> list[dict[str, Any]]:
     """The chunks of segment ``segment`` to audit apart, or none: only a segment of one plain
-    capture, larger than two chunks, in a format the fast lane reads, whose head is one depth
+    capture, larger than a chunk, in a format the fast lane reads, whose head is one depth
     stream, with the lane built and no replay, on this disk as it was planned (``planned``:
     size and modification time by path)."""
     size_of_chunk = chunk_bytes()
@@ -96,7 +96,7 @@ def chunks_for(
     if planned is not None and planned.get(path) != here:
         return []  # not here as it was planned: read whole, through the worker's checks
     head = min(HEAD_BYTES, size_of_chunk)
-    if size < head + 2 * size_of_chunk or not _one_depth_stream(path, fmt):
+    if size < head + size_of_chunk or not _one_depth_stream(path, fmt):
         return []
     cuts = _cuts(head, size, size_of_chunk)
     return [
@@ -129,11 +129,11 @@ def _cuts(head: int, size: int, size_of_chunk: int) -> list[int]:
     up = list(itertools.takewhile(lambda n: n < size_of_chunk, (first << k for k in range(64))))
     down = [n for n in (size_of_chunk // 2, size_of_chunk // 4, size_of_chunk // 8) if n >= first]
     middle = size - head - sum(up) - sum(down)
-    if middle < size_of_chunk:  # too small for both ends: doubling from the head only
-        cuts, step = [head], first
+    if middle < size_of_chunk:  # too small for both ends: doubling from the head, to a quarter
+        cuts, step, most = [head], first, max(first, (size - head) // 4)
         while cuts[-1] < size:
             cuts.append(min(size, cuts[-1] + step))
-            step = min(2 * step, size_of_chunk)
+            step = min(2 * step, most)
         return cuts
     count = -(-middle // size_of_chunk)
     sizes = up + [middle // count + (k < middle % count) for k in range(count)] + down

@@ -39,7 +39,7 @@ def hashed_by_workers(path: str) -> bool:
         return False
     try:
         size = os.stat(path).st_size
-        return size >= min(HEAD_BYTES, size_of_chunk) + 2 * size_of_chunk and not is_gzip(path)
+        return size >= min(HEAD_BYTES, size_of_chunk) + size_of_chunk and not is_gzip(path)
     except OSError:
         return False  # the planner's own read says why
 
