@@ -62,7 +62,9 @@ def plan_audit(
         if i.path in read and i.error is None and (ref := file_ref(i.path, i.sha256)) is not None
     ]
     basis = {
-        "inputs": sorted([i.path, i.sha256 or identity(i.path)] for i in job.inputs),
+        "inputs": sorted(
+            [i.path, i.sha256 or (identity(i.path) if i.path in read else "")] for i in job.inputs
+        ),
         "config": asdict(cfg),
         "out": out_dir,
         "writer": writer.value,

@@ -72,6 +72,7 @@ return 1
 # From this size a value is written first, then moved in place: a script that gets it as an
 # argument copies it twice, on the one thread Redis has.
 MOVE_FROM_BYTES = 64 << 10
+UPLOAD_TTL_S = 600  # a value written by a worker that died before moving it goes soon
 
 # INCR with an expiry, if live (-1 when not).
 _INCR = (
@@ -313,7 +314,7 @@ class JobStore:
     def _once(self, key: str, data: bytes | int) -> bool:
         if isinstance(data, bytes) and len(data) >= MOVE_FROM_BYTES:
             upload = f"{key}:upload:{secrets.token_hex(6)}"
-            self.client.set(upload, data, ex=JOB_TTL_S)
+            self.client.set(upload, data, ex=UPLOAD_TTL_S)
             got = self._live_call(_MOVE_ONCE, [key, upload], JOB_TTL_S)
         else:
             got = self._live_call(_PUT_ONCE, [key], data, JOB_TTL_S)
