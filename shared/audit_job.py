@@ -93,7 +93,7 @@ class AuditKind:
     def run_segment(self, plan: JobPlan, segment: int, ctx: SegmentContext) -> Step:
         job, cfg = decode(plan)
         planned = _planned(plan)
-        chunks = chunks_for(job, segment, cfg, planned)
+        chunks = chunks_for(job, segment, cfg, planned) if ctx.reads_files else []
         if chunks:
             (path,) = job.segments[segment][0]
             hashing = [hash_args(path, *planned[path])] if _unhashed(job, path) else []
@@ -124,7 +124,7 @@ class AuditKind:
             if _unhashed(job, path):  # the first sub-task hashed the file
                 hashed, answers = answers[0].decode("ascii", "replace"), answers[1:]
                 known.setdefault(path, hashed)
-            assembled = assemble(job, segment, cfg, answers, planned.get(path))
+            assembled = assemble(job, segment, cfg, answers, planned.get(path)) if ctx.reads_files else None
             if assembled is None:  # the file is not here as the chunks read it: read it whole
                 with reading_from(ctx.blocks):
                     assembled = audit_segment(job, segment, cfg)
@@ -140,10 +140,10 @@ class AuditKind:
         return Step(result.encode(), messages=result.messages)
 
     def run_subtask(self, plan: JobPlan, segment: int, stage: int, args: Any, ctx: SubtaskContext) -> bytes:
-        if "chunk" in args:
-            return run_chunk(args["chunk"])
-        if "hash" in args:
-            return run_hash(args["hash"])
+        if "chunk" in args or "hash" in args:
+            if not ctx.reads_files:
+                return b""  # the last stage reads the chunk (and hashes the file) itself
+            return run_chunk(args["chunk"]) if "chunk" in args else run_hash(args["hash"])
         _, cfg = decode(plan)
         request = FillRequest.from_json(args)
         sources = open_sources(cfg.replay_sources, ctx.redis)

@@ -188,20 +188,24 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class SegmentContext:
-    """What a worker gives a kind to run a segment: where the input bytes come from, and the
-    SHA-256 of each file read through them to its end (filled in as they are read)."""
+    """What a worker gives a kind to run a segment: where the input bytes come from, the
+    SHA-256 of each file read through them to its end (filled in as they are read), and
+    whether the worker may open input files on its own disk (``RETAPE_READ_INPUTS=broker``:
+    not even for the chunks of a recording)."""
 
     blocks: BlockSource
     digests: Mapping[str, str] = field(default_factory=dict)
+    reads_files: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class SubtaskContext:
     """What a worker gives a kind to answer a sub-task: the broker's Redis client, where
     state shared by every worker lives (the replay sources' rate limits and breakers); None
-    for a job run in one process."""
+    for a job run in one process; and whether it may open input files on its own disk."""
 
     redis: Any = None
+    reads_files: bool = True
 
 
 class JobKind(Protocol):

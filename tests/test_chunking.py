@@ -288,6 +288,33 @@ def test_the_planner_leaves_a_big_recordings_hash_to_the_workers(
     assert changed != job
 
 
+def test_a_worker_told_to_read_through_the_broker_opens_no_input_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RETAPE_READ_INPUTS=broker``: no chunks (they read the file from disk); a chunk or
+    hash sub-task that reaches such a worker answers nothing, and the last stage then reads
+    the segment through the worker's source, as a worker that never cut it does."""
+    from shared.engine import SegmentResult
+    from shared.formats.lines import file_blocks
+    from shared.jobs import SubtaskContext, Writer
+
+    path = _capture(tmp_path, 12_000, spot=False, iso=False, faults=False)
+    monkeypatch.setenv(chunking.CHUNK_ENV, "0.15")
+    _, plan = audit_job.plan_audit([str(path)], AuditConfig(), str(tmp_path / "out"), Writer.SUBMITTER)
+    step = audit_job.KIND.run_segment(plan, 0, audit_job.SegmentContext(file_blocks))
+    assert step.result == audit_job.CHUNKED and len(step.subtasks) > 3
+    broker_only = audit_job.SegmentContext(file_blocks, reads_files=False)
+    for task in step.subtasks:
+        assert audit_job.KIND.run_subtask(plan, 0, 0, task.args, SubtaskContext(reads_files=False)) == b""
+    whole = audit_job.KIND.run_segment(plan, 0, broker_only)
+    assert whole.final and whole.result != audit_job.CHUNKED
+    answers = [b""] * len(step.subtasks)
+    continued = audit_job.KIND.continue_segment(plan, 0, 1, step.result, answers, broker_only)
+    assert continued.result == whole.result
+    (summary,) = SegmentResult.decode(whole.result).inputs
+    assert summary.sha256 == _sha256(path) and summary.lines > 12_000
+
+
 def test_a_recording_read_whole_is_hashed_as_it_is_read(tmp_path: Path) -> None:
     """A big capture that is not cut (its head mixes other messages in) is hashed by the
     worker as it reads it, here through the broker: the report names it by its SHA-256."""

@@ -15,11 +15,11 @@ from typing import Any
 
 from shared import jobflow
 from shared.errors import OutputBusy, TransientError
-from shared.jobs import KIND_MODULES, JobPlan, SegmentContext, TaskName
+from shared.jobs import KIND_MODULES, JobPlan, SegmentContext, SubtaskContext, TaskName
 from shared.outdir import OutputDir
 from workers.app import app
 from workers.base import GuardedTask
-from workers.data import SegmentBlocks
+from workers.data import SegmentBlocks, reads_directly
 
 OUTPUT_LOCK_WAIT_S = 30.0
 
@@ -53,14 +53,16 @@ def segment_task(self: SegmentTask, job: str, epoch: int, segment: int, stage: i
 
     def context(plan: JobPlan, index: int) -> SegmentContext:
         blocks = SegmentBlocks(store, index, plan.files)
-        return SegmentContext(blocks, blocks.digests)
+        return SegmentContext(blocks, blocks.digests, reads_files=reads_directly())
 
     jobflow.run_stage(store, self.sender(), segment, stage, context)
 
 
 @app.task(bind=True, base=SubTaskTask, name=TaskName.SUBTASK.value)
 def subtask_task(self: SubTaskTask, job: str, epoch: int, segment: int, stage: int, sub: int) -> None:
-    jobflow.run_subtask(self.store(job, epoch), self.sender(), segment, stage, sub)
+    store = self.store(job, epoch)
+    ctx = SubtaskContext(store.client, reads_files=reads_directly())
+    jobflow.run_subtask(store, self.sender(), segment, stage, sub, ctx)
 
 
 @app.task(bind=True, base=AggregateTask, name=TaskName.AGGREGATE.value)
