@@ -641,12 +641,12 @@ cdef class CSide:
                 n += 1
         return bytes(out)
 
-    cdef int take(self, bytes packed, long long more=0) except -1:
-        """Hold the levels of ``packed`` (``overlay``'s), for look-ups (and room for ``more``)."""
+    cdef int take(self, bytes packed) except -1:
+        """Hold the levels of ``packed`` (``overlay``'s), for look-ups."""
         cdef const char *p = PyBytes_AS_STRING(packed)
         cdef long long n = PyBytes_GET_SIZE(packed) // sizeof(Lvl), i, cap = 1024
         cdef Lvl *e
-        while cap < 4 * (n + more) + 16:
+        while cap < 4 * n + 16:
             cap *= 2
         self.reset(cap)
         for i in range(n):

@@ -56,14 +56,20 @@ def chunk_bytes() -> int:
     return max(0, int(mb * (1 << 20)))
 
 
-def _plain(path: str) -> bool:
+def is_plain(path: str) -> bool:
+    """``path`` can be read and is not gzip-compressed (only plain text can be cut)."""
     try:
         return not is_gzip(path)
     except OSError:
         return False
 
 
-def _stat(path: str) -> tuple[int, int] | None:
+def smallest_cut(size_of_chunk: int) -> int:
+    """The size from which a capture is cut: its head and one chunk."""
+    return min(HEAD_BYTES, size_of_chunk) + size_of_chunk
+
+
+def size_and_mtime(path: str) -> tuple[int, int] | None:
     """Size and modification time of ``path`` (what a chunk checks against the plan)."""
     try:
         st = os.stat(path)
@@ -87,16 +93,16 @@ def chunks_for(
         return []
     path = groups[0][0]
     fmt = job.formats.get(path)
-    if fmt not in fastlane.FORMATS or not _plain(path):
+    if fmt not in fastlane.FORMATS or not is_plain(path):
         return []
-    here = _stat(path)
+    here = size_and_mtime(path)
     if here is None:
         return []
     size, mtime_ns = here
     if planned is not None and planned.get(path) != here:
         return []  # not here as it was planned: read whole, through the worker's checks
     head = min(HEAD_BYTES, size_of_chunk)
-    if size < head + size_of_chunk or not _one_depth_stream(path, fmt):
+    if size < smallest_cut(size_of_chunk) or not _one_depth_stream(path, fmt):
         return []
     cuts = _cuts(head, size, size_of_chunk)
     return [
@@ -243,7 +249,7 @@ def run_chunk(args: dict[str, Any]) -> bytes:
     if not fastlane.available() or fmt not in fastlane.FORMATS:
         return b""
     try:
-        if _stat(path) != (args["size"], args["mtime_ns"]):
+        if size_and_mtime(path) != (args["size"], args["mtime_ns"]):
             return b""
         start = line_start(path, args["start"])
         if start >= args["end"]:
@@ -338,7 +344,7 @@ def assemble(
     engine = Engine(cfg)
     engine.inputs = own
     summaries = {s.path: s for s in own}
-    here = _stat(path)
+    here = size_and_mtime(path)
     if here is None or here != planned:
         return None
     size = here[0]

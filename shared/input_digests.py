@@ -24,8 +24,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared.chunking import HEAD_BYTES, chunk_bytes
-from shared.formats.lines import is_gzip
+from shared.chunking import chunk_bytes, is_plain, size_and_mtime, smallest_cut
 from shared.planning import InputSummary, sha256_of
 
 EDGE_BYTES = 1 << 20  # read from each end of a file for its quick identity
@@ -35,13 +34,8 @@ def hashed_by_workers(path: str) -> bool:
     """``path`` is a plain file big enough to be cut into chunks (``RETAPE_CHUNK_MB``): its
     SHA-256 is left to the workers."""
     size_of_chunk = chunk_bytes()
-    if not size_of_chunk:
-        return False
-    try:
-        size = os.stat(path).st_size
-        return size >= min(HEAD_BYTES, size_of_chunk) + size_of_chunk and not is_gzip(path)
-    except OSError:
-        return False  # the planner's own read says why
+    here = size_and_mtime(path) if size_of_chunk else None
+    return here is not None and here[0] >= smallest_cut(size_of_chunk) and is_plain(path)
 
 
 def identity(path: str) -> str:
@@ -62,37 +56,22 @@ def hash_args(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
     return {"hash": {"path": path, "size": size, "mtime_ns": mtime_ns}}
 
 
-def _as_planned(path: str, size: int, mtime_ns: int) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (st.st_size, st.st_mtime_ns) == (size, mtime_ns)
-
-
 def run_hash(args: Mapping[str, Any]) -> bytes:
     """A worker's sub-task: the SHA-256 (hex) of the file as it was planned, or nothing when
     it is not here as planned (the segment's last stage then reads it whole)."""
-    path, size, mtime_ns = args["path"], int(args["size"]), int(args["mtime_ns"])
-    if not _as_planned(path, size, mtime_ns):
-        return b""
-    try:
-        digest = sha256_of(path)
-    except OSError:
-        return b""
-    return digest.encode() if _as_planned(path, size, mtime_ns) else b""
+    return local_digest(args["path"], (int(args["size"]), int(args["mtime_ns"]))).encode()
 
 
 def local_digest(path: str, planned: tuple[int, int] | None) -> str:
     """The SHA-256 of ``path`` read here, when it is as planned (``planned``: size and
-    modification time), else empty."""
-    if planned is None or not _as_planned(path, *planned):
+    modification time) before and after, else empty."""
+    if planned is None or size_and_mtime(path) != planned:
         return ""
     try:
         digest = sha256_of(path)
     except OSError:
         return ""
-    return digest if _as_planned(path, *planned) else ""
+    return digest if size_and_mtime(path) == planned else ""
 
 
 def fill_in(
